@@ -1,0 +1,24 @@
+"""The REST API (flask-smorest): thin resources that parse, authorize, call a service, render."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.api import errors
+from app.api.executions import blp as executions_blp
+from app.api.jobs import blp as jobs_blp
+from app.extensions import api
+
+
+def init_app(app: Flask) -> None:
+    app.config.setdefault("API_TITLE", "Jobplane")
+    app.config.setdefault("API_VERSION", "v1")
+    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_URL_PREFIX", "/api")
+    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    api.init_app(app, spec_kwargs={"components": {"securitySchemes": {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "a personal API token"}}},
+        "security": [{"bearer": []}]})
+    api.register_blueprint(jobs_blp)
+    api.register_blueprint(executions_blp)
+    errors.init_app(app)

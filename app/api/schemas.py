@@ -1,0 +1,90 @@
+"""Marshmallow schemas of the API: field names as in the spec (§5.1, §5.6).
+
+Schemas check types and required fields and reject unknown fields; the rules (cron syntax,
+timezones, limits) live in the services, so the CLI and UI obey them too.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from marshmallow import Schema, fields
+
+
+class JobCreateSchema(Schema):
+    name = fields.String(required=True, metadata={"example": "nightly-backup"})
+    description = fields.String(allow_none=True)
+    job_type = fields.String(required=True, metadata={"enum": ["python", "bash"], "example": "bash"})
+    script = fields.String(allow_none=True, metadata={"description": "inline script; or give script_url",
+                                                      "example": "echo hello"})
+    script_url = fields.String(allow_none=True, metadata={"description": "Git repository of the script"})
+    script_ref = fields.String(allow_none=True, metadata={"description": "branch, tag or commit"})
+    script_path = fields.String(allow_none=True, metadata={"description": "script's path in the repository"})
+    schedule = fields.String(allow_none=True, metadata={
+        "description": "cron: 5 fields, or 6 with leading seconds; null for on-demand jobs",
+        "example": "*/5 * * * *"})
+    timezone = fields.String(metadata={"description": "IANA timezone of the schedule", "example": "UTC"})
+    timeout_minutes = fields.Integer(strict=True, metadata={"example": 60})
+    max_retries = fields.Integer(strict=True, metadata={"example": 0})
+    retry_delay_minutes = fields.Integer(strict=True, metadata={"example": 5})
+    concurrent_allowed = fields.Boolean()
+    notification_emails = fields.List(fields.String())
+    notification_slack_webhook = fields.String(allow_none=True)
+    env = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class JobSchema(Schema):
+    id = fields.UUID()
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    owner_id = fields.UUID()
+    team_id = fields.UUID(allow_none=True)
+    job_type = fields.String()
+    script = fields.String(allow_none=True)
+    script_url = fields.String(allow_none=True)
+    script_ref = fields.String(allow_none=True)
+    script_path = fields.String(allow_none=True)
+    schedule = fields.String(allow_none=True)
+    timezone = fields.String()
+    timeout_minutes = fields.Integer()
+    max_retries = fields.Integer()
+    retry_delay_minutes = fields.Integer()
+    concurrent_allowed = fields.Boolean()
+    status = fields.String()
+    notification_emails = fields.List(fields.String())
+    notification_slack_webhook = fields.Method("_masked_webhook", allow_none=True, metadata={
+        "description": "masked: a webhook URL is a credential", "type": "string"})
+    env = fields.Dict(keys=fields.String(), values=fields.String())
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    version = fields.Integer()
+
+    def _masked_webhook(self, job) -> str | None:
+        url = job.notification_slack_webhook
+        if not url:
+            return None
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}/****{url[-4:]}"
+
+
+class ExecutionSchema(Schema):
+    id = fields.UUID()
+    job_id = fields.UUID()
+    status = fields.String()
+    scheduled_for = fields.DateTime()
+    triggered_by = fields.String()
+    attempt = fields.Integer()
+    retry_count = fields.Function(lambda e: e.attempt - 1, metadata={"type": "integer"})
+    started_at = fields.DateTime(allow_none=True)
+    completed_at = fields.DateTime(allow_none=True)
+    duration_seconds = fields.Float(allow_none=True)
+    exit_code = fields.Integer(allow_none=True)
+    error_message = fields.String(allow_none=True)
+    worker_id = fields.String(allow_none=True)
+    log_bytes = fields.Integer()
+    log_truncated = fields.Boolean()
+    created_at = fields.DateTime()
+
+
+class ExecutionDetailSchema(ExecutionSchema):
+    logs = fields.String(metadata={"description": "the stored output (stdout and stderr, in order)"})

@@ -1,0 +1,211 @@
+"""All of Jobplane's settings, read from ``JOBPLANE_*`` environment variables.
+
+Every setting has a default and a one-line comment here; the README's settings table is
+generated from the same list (``jobplane settings``).  A malformed value stops start-up with
+a message naming the variable.  Tests override settings through ``create_app({...})``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+def _parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _parse_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _parse_str(name: str, raw: str) -> str:
+    return raw
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+        return raw
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  #: key in ``app.config`` (the variable is ``JOBPLANE_<key>``)
+    default: Any  #: used when the variable is unset
+    parse: Callable[[str, str], Any]
+    doc: str
+
+    @property
+    def env_name(self) -> str:
+        return f"JOBPLANE_{self.key}"
+
+
+def _default_python() -> str:
+    # A pyenv shim costs ~100 ms per spawn; prefer the real interpreter binary.
+    for candidate in ("/usr/bin/python3", shutil.which("python3") or ""):
+        if candidate and os.path.exists(candidate) and "shims" not in candidate:
+            return candidate
+    return os.path.realpath(sys.executable)
+
+
+#: Every setting Jobplane reads, in the order the README documents them.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", None, _parse_str,
+            "SQLAlchemy URL of the database, e.g. postgresql+psycopg2://user:pw@host/jobplane; "
+            "standalone defaults to SQLite in JOBPLANE_DATA_DIR"),
+    Setting("REDIS_URL", "redis://127.0.0.1:6379/0", _parse_str,
+            "Redis for the Dramatiq queue and live log channels (unused in standalone)"),
+    Setting("PORT", 8080, _parse_int, "TCP port of the web server"),
+    Setting("HOST", "127.0.0.1", _parse_str, "address the web server binds to"),
+    Setting("DATA_DIR", "./var", _parse_str,
+            "standalone: where the SQLite database and run directories live"),
+    Setting("SECRET_KEY", None, _parse_str,
+            "signs sessions and encrypts stored secrets; required outside standalone"),
+    Setting("BOOTSTRAP_ADMIN_TOKEN", None, _parse_str,
+            "when set and no admin exists, the first start creates user 'admin' with this API token"),
+    Setting("ENV", "production", _choice("production", "development", "test", "standalone"),
+            "production refuses to start without JOBPLANE_SECRET_KEY"),
+    Setting("LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level"),
+    Setting("WEB_WORKERS", 2, _parse_int, "gunicorn worker processes for `jobplane web`"),
+    Setting("WEB_THREADS", 16, _parse_int, "gunicorn threads per worker for `jobplane web`"),
+    Setting("WORKER_PROCESSES", 2, _parse_int, "Dramatiq worker processes for `jobplane worker`"),
+    Setting("WORKER_THREADS", 8, _parse_int,
+            "Dramatiq threads per worker process: how many jobs one process runs at once"),
+    Setting("WORKER_POLL_MS", 100, _parse_int,
+            "longest pause of an idle Dramatiq consumer between queue polls, in ms (Dramatiq's 1000 "
+            "adds up to a second of fire lag)"),
+    Setting("QUEUE_NAMESPACE", "jobplane", _parse_str, "prefix of Jobplane's keys in Redis"),
+    Setting("SCHEDULER_LOCK_ID", 7_402_118, _parse_int,
+            "PostgreSQL advisory lock key the scheduler replicas compete for"),
+    Setting("SCHEDULER_LOCK_CHECK_SECONDS", 1.0, _parse_float,
+            "how often the leader checks that it still holds the lock"),
+    Setting("SCHEDULER_STANDBY_POLL_SECONDS", 0.25, _parse_float,
+            "how often a standby replica tries to take the lock"),
+    Setting("SCHEDULER_RECONCILE_SECONDS", 60.0, _parse_float,
+            "full re-sync of APScheduler's store from the jobs table, every this many seconds"),
+    Setting("MISFIRE_GRACE_SECONDS", 60, _parse_int,
+            "a fire time found this late (scheduler down, failover) still runs; older ones are skipped"),
+    Setting("SWEEP_INTERVAL_SECONDS", 5.0, _parse_float, "how often the leader's sweeper runs"),
+    Setting("REQUEUE_AFTER_SECONDS", 30.0, _parse_float,
+            "an execution still queued this long is sent to the queue again"),
+    Setting("HEARTBEAT_SECONDS", 5.0, _parse_float, "how often a worker heartbeats a running execution"),
+    Setting("HEARTBEAT_STALE_SECONDS", 30.0, _parse_float,
+            "a running execution whose heartbeat is older than this is declared lost by the sweeper"),
+    Setting("SANDBOX", "auto", _choice("auto", "bubblewrap", "none"),
+            "auto: bubblewrap when installed; bubblewrap: refuse to run without it; none: plain process"),
+    Setting("PYTHON", None, _parse_str, "Python 3 interpreter for python jobs (a real binary, not a shim)"),
+    Setting("BASH", "/bin/bash", _parse_str, "Bash for bash jobs"),
+    Setting("RUN_DIR", None, _parse_str,
+            "where working directories of runs are created (default: a temporary directory)"),
+    Setting("KILL_GRACE_SECONDS", 10.0, _parse_float,
+            "after a timeout, SIGTERM then this long before SIGKILL of the whole process group"),
+    Setting("LOG_CAP_BYTES", 50 * 1024 * 1024, _parse_int,
+            "largest stored log per execution; the rest is replaced by a truncation marker"),
+    Setting("LOG_FLUSH_SECONDS", 0.2, _parse_float, "how often buffered output is appended to the log"),
+    Setting("MAX_BODY_BYTES", 1024 * 1024, _parse_int, "largest accepted request body"),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read every setting from the environment, then apply ``overrides``.
+
+    Parameters:
+      environ: the variables to read (default ``os.environ``).
+      overrides: values by key (``"DATABASE_URL"``), already typed, e.g. from tests.
+
+    Raises:
+      ConfigError: an unknown ``JOBPLANE_*`` variable or key, or a malformed value.
+    """
+    environ = os.environ if environ is None else environ
+    known = {s.env_name for s in SETTINGS}
+    unknown = sorted(k for k in environ if k.startswith("JOBPLANE_") and k not in known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {', '.join(unknown)}; the settings are listed in the README "
+            "(check the spelling)")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env_name)
+        values[setting.key] = setting.default if raw is None else setting.parse(setting.env_name, raw)
+    for key, value in (overrides or {}).items():
+        if key not in _BY_KEY and not key.isupper():
+            raise ConfigError(f"unknown setting override {key!r}")
+        values[key] = value
+    return _finish(values)
+
+
+def _finish(values: dict[str, Any]) -> dict[str, Any]:
+    data_dir = Path(values["DATA_DIR"]).expanduser().resolve()
+    values["DATA_DIR"] = str(data_dir)
+    if values["ENV"] == "standalone" and not values["DATABASE_URL"]:
+        values["DATABASE_URL"] = f"sqlite:///{data_dir / 'jobplane.db'}"
+    if not values["DATABASE_URL"]:
+        raise ConfigError("JOBPLANE_DATABASE_URL is not set; set it to your database, e.g. "
+                          "postgresql+psycopg2://jobplane:secret@127.0.0.1:5432/jobplane "
+                          "(or run `jobplane standalone`, which uses SQLite)")
+    if values["DATABASE_URL"].startswith("postgresql://"):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed.
+        values["DATABASE_URL"] = "postgresql+psycopg2://" + values["DATABASE_URL"][len("postgresql://"):]
+    if not values["SECRET_KEY"]:
+        if values["ENV"] == "production":
+            raise ConfigError("JOBPLANE_SECRET_KEY is not set; set it to a long random string, e.g. "
+                              "the output of `python3 -c 'import secrets; print(secrets.token_hex(32))'`")
+        values["SECRET_KEY"] = _standalone_secret(data_dir) if values["ENV"] == "standalone" \
+            else secrets.token_hex(32)
+    if not values["PYTHON"]:
+        values["PYTHON"] = _default_python()
+    for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS"):
+        if values[key] < 1:
+            raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")
+    values["SQLALCHEMY_IS_SQLITE"] = values["DATABASE_URL"].startswith("sqlite")
+    return values
+
+
+def _standalone_secret(data_dir: Path) -> str:
+    """Keep one generated key per data directory so sessions and secrets survive restarts."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_file = data_dir / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table, for the README."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "" if s.default is None else f"`{s.default}`"
+        lines.append(f"| `{s.env_name}` | {default} | {s.doc} |")
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""Wrapping a run's command in bubblewrap: a private view of the system for each run.
+
+The run sees a read-only /usr (and the few /etc files programs need), a private /tmp, its own
+working directory at /work, fresh PID/IPC/UTS namespaces and no view of Jobplane's files.  When
+the sandbox's first process dies the kernel kills everything else in its PID namespace, so no
+process of a run can outlive it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+#: Host paths bound read-only when present, for programs to work (TLS roots, name resolution…).
+_READ_ONLY = ("/usr", "/etc/ssl", "/etc/ca-certificates", "/etc/resolv.conf", "/etc/hosts",
+              "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/localtime", "/etc/alternatives")
+#: Where the run's working directory appears inside the sandbox.
+SANDBOX_WORKDIR = "/work"
+
+
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
+def bubblewrap() -> str | None:
+    return shutil.which("bwrap")
+
+
+def wrap(argv: list[str], *, workdir: str, network: bool = True,
+         extra_read_only: tuple[str, ...] = ()) -> list[str]:
+    """The bubblewrap command line running ``argv`` inside ``workdir`` (seen as /work)."""
+    bwrap = bubblewrap()
+    if bwrap is None:
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed; install it (apt-get install "
+                                 "bubblewrap) or set JOBPLANE_SANDBOX=none")
+    # No --new-session: the run stays in the process group the executor signals. It has no
+    # controlling terminal (the executor starts it in a new session), so TIOCSTI is no threat.
+    command = [bwrap, "--unshare-all", "--die-with-parent"]
+    if network:
+        command.append("--share-net")
+    for path in _READ_ONLY + extra_read_only:
+        if os.path.exists(path):
+            command += ["--ro-bind", path, path]
+    for name in ("bin", "lib", "lib64", "sbin"):
+        if os.path.islink(f"/{name}") or not os.path.exists(f"/{name}"):
+            command += ["--symlink", f"usr/{name}", f"/{name}"]
+        else:
+            command += ["--ro-bind", f"/{name}", f"/{name}"]
+    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+                "--bind", workdir, SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR, "--"]
+    return command + argv

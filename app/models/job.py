@@ -1,0 +1,57 @@
+"""Jobs (spec §5.6): what to run, when, and how. The source of truth for the scheduler."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
+
+JOB_TYPES = ("python", "bash")
+JOB_STATUSES = ("active", "disabled", "deleted")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_owner_id", "owner_id"),
+        Index("ix_jobs_status", "status"),
+        Index("ix_jobs_team_id", "team_id"),
+        CheckConstraint("job_type IN ('python', 'bash')", name="job_type"),
+        CheckConstraint("status IN ('active', 'disabled', 'deleted')", name="status"),
+        CheckConstraint("(script IS NULL) <> (script_url IS NULL)", name="one_script_source"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    owner_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    team_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("teams.id", ondelete="SET NULL"))
+    job_type: Mapped[str] = mapped_column(String(50))
+    #: inline script; exactly one of ``script`` and ``script_url`` is set
+    script: Mapped[str | None] = mapped_column(Text)
+    #: Git repository holding the script, with ``script_ref`` and ``script_path``
+    script_url: Mapped[str | None] = mapped_column(Text)
+    script_ref: Mapped[str | None] = mapped_column(String(255))
+    script_path: Mapped[str | None] = mapped_column(String(1024))
+    #: cron expression (5 fields, or 6 with leading seconds); NULL for a job run on demand
+    schedule: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    timeout_minutes: Mapped[int] = mapped_column(Integer, default=60)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_delay_minutes: Mapped[int] = mapped_column(Integer, default=5)
+    concurrent_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(50), default="active")
+    notification_emails: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    notification_slack_webhook: Mapped[str | None] = mapped_column(Text)
+    #: environment variables given to every run (names → values, not secret)
+    env: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    #: optimistic locking (spec §3.8); bumped by every change
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}

@@ -1,0 +1,1 @@
+"""The scheduler: leader election, APScheduler kept in step with ``jobs``, and the fire function."""

@@ -1,0 +1,137 @@
+"""The scheduler process: stand by until leader, then fire — and stop at once if leadership
+or APScheduler's thread is lost (it must never fire without the lock)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+
+from app.extensions import db
+from app.scheduler import sync
+from app.scheduler.executor import FireExecutor
+from app.scheduler.leader import LeaderLock
+from app.scheduler.listener import JobChangeListener
+from app.services import executions
+from app.services.scheduler_signal import add_listener
+
+logger = logging.getLogger(__name__)
+
+#: Exit statuses; a supervisor (systemd, Kubernetes) restarts the process.
+EXIT_STOPPED = 0
+EXIT_LOST_LEADERSHIP = 3
+EXIT_SCHEDULER_DIED = 4
+
+
+class SchedulerService:
+    """Leader election, APScheduler, change listening, reconcile and the sweeper, in one loop.
+
+    Parameters:
+      app: the Flask app (settings, database, broker).
+      lock: the leader lock (PostgreSQL advisory lock, or a file lock in standalone).
+    """
+
+    def __init__(self, app: Flask, lock: LeaderLock):
+        self.app = app
+        self.lock = lock
+        self.config = app.config
+        self.stopping = threading.Event()
+        self.is_leader = threading.Event()
+        self.scheduler: BackgroundScheduler | None = None
+        self.listener: JobChangeListener | None = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> int:
+        """Run until stopped or until leadership is lost. Returns the process exit status."""
+        logger.info("standing by for the scheduler lock")
+        while not self.lock.try_acquire():
+            if self.stopping.wait(self.config["SCHEDULER_STANDBY_POLL_SECONDS"]):
+                return EXIT_STOPPED
+        logger.info("became the scheduler leader")
+        try:
+            self._start()
+            return self._lead()
+        finally:
+            self._shutdown()
+            self.lock.release()
+
+    def _start(self) -> None:
+        engine = self.app.extensions["jobplane_db"].engine
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
+            executors={"default": FireExecutor(self.app,
+                                               misfire_grace_seconds=self.config["MISFIRE_GRACE_SECONDS"])},
+            job_defaults={"coalesce": False, "max_instances": 1,
+                          "misfire_grace_time": self.config["MISFIRE_GRACE_SECONDS"]},
+            timezone="UTC")
+        self.scheduler.start(paused=True)
+        sync.reconcile(self.app, self.scheduler)
+        if self.config["SQLALCHEMY_IS_SQLITE"]:
+            add_listener(self.app, self._on_job_change)
+        else:
+            self.listener = JobChangeListener(self.config["DATABASE_URL"], on_change=self._on_job_change,
+                                              on_reconnect=self._reconcile)
+            self.listener.start()
+        self.scheduler.resume()
+        self.is_leader.set()
+
+    def _lead(self) -> int:
+        check = self.config["SCHEDULER_LOCK_CHECK_SECONDS"]
+        next_reconcile = time.monotonic() + self.config["SCHEDULER_RECONCILE_SECONDS"]
+        next_sweep = time.monotonic()
+        while not self.stopping.wait(check):
+            if not self.lock.is_held():
+                logger.critical("lost the scheduler lock; stopping at once so that two leaders never fire")
+                return EXIT_LOST_LEADERSHIP
+            if not self._scheduler_alive():
+                logger.critical("APScheduler's thread died; exiting so that a healthy replica takes over")
+                return EXIT_SCHEDULER_DIED
+            now = time.monotonic()
+            if now >= next_reconcile:
+                self._reconcile()
+                next_reconcile = now + self.config["SCHEDULER_RECONCILE_SECONDS"]
+            if now >= next_sweep:
+                self.sweep()
+                next_sweep = now + self.config["SWEEP_INTERVAL_SECONDS"]
+        return EXIT_STOPPED
+
+    def _scheduler_alive(self) -> bool:
+        thread = getattr(self.scheduler, "_thread", None)
+        return thread is not None and thread.is_alive()
+
+    def _on_job_change(self, job_id) -> None:
+        if self.scheduler is not None and self.is_leader.is_set():
+            sync.sync_job(self.app, self.scheduler, job_id)
+
+    def _reconcile(self) -> None:
+        try:
+            sync.reconcile(self.app, self.scheduler)
+        except Exception:
+            logger.exception("reconcile failed; will try again")
+
+    def sweep(self) -> None:
+        """Re-send executions whose message was lost; declare lost the runs whose worker died."""
+        try:
+            with self.app.app_context(), db.unit_of_work():
+                resent = executions.resend_stale_queued(
+                    older_than=timedelta(seconds=self.config["REQUEUE_AFTER_SECONDS"]))
+                lost = executions.mark_stale_running_lost(
+                    stale_after=timedelta(seconds=self.config["HEARTBEAT_STALE_SECONDS"]))
+            if resent or lost:
+                logger.warning("sweeper: re-sent %d queued execution(s), declared %d lost", len(resent), len(lost))
+        except Exception:
+            logger.exception("sweep failed; will try again")
+
+    def _shutdown(self) -> None:
+        self.is_leader.clear()
+        if self.listener is not None:
+            self.listener.stop()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)

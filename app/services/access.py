@@ -1,0 +1,49 @@
+"""Who may do what: the spec's permission matrix (§9.1), in one place.
+
+| action                | admin | job_creator | team_viewer |
+| create a job          | yes   | yes         | no          |
+| view / run own jobs   | yes   | yes         | -           |
+| view team jobs        | yes   | no          | read-only   |
+| view all jobs         | yes   | no          | no          |
+
+Jobs the actor may not see are reported as not found, so ids reveal nothing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, false
+
+from app.errors import Forbidden
+from app.models import Job
+from app.services.actors import Actor
+
+
+def require_can_create_job(actor: Actor) -> None:
+    if actor.user is None or actor.user.role not in ("admin", "job_creator"):
+        raise Forbidden("your role may not create jobs; ask an admin for the job_creator role")
+
+
+def can_view_job(actor: Actor, job: Job) -> bool:
+    user = actor.user
+    if user is None:
+        return False
+    if user.role == "admin" or job.owner_id == user.id:
+        return True
+    return user.role == "team_viewer" and user.team_id is not None and job.team_id == user.team_id
+
+
+def can_run_job(actor: Actor, job: Job) -> bool:
+    user = actor.user
+    return user is not None and (user.role == "admin" or (user.role == "job_creator" and job.owner_id == user.id))
+
+
+def visible_jobs(actor: Actor, query: Select) -> Select:
+    """Narrow a query over jobs to those the actor may see."""
+    user = actor.user
+    if user is None:
+        return query.where(false())
+    if user.role == "admin":
+        return query
+    if user.role == "team_viewer":
+        return query.where(Job.team_id == user.team_id) if user.team_id else query.where(false())
+    return query.where(Job.owner_id == user.id)

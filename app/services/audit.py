@@ -1,0 +1,32 @@
+"""Writing the audit trail: exactly one row per change, in the change's own transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.extensions import db
+from app.models import AuditLog
+from app.services.actors import Actor
+
+
+def record(*, actor: Actor, action: str, resource_type: str, resource_id: Any,
+           changes: dict[str, Any] | None = None) -> AuditLog:
+    """Add an audit row for a change made in the current transaction.
+
+    Parameters:
+      action: what happened, in the spec's words (``job_created``, ``job_executed``…).
+      changes: for updates, ``{field: {"old": …, "new": …}}``; never secret values.
+    """
+    row = AuditLog(
+        user_id=actor.user.id if actor.user else None,
+        email=actor.user.email if actor.user else None,
+        action=action,
+        resource_type=resource_type,
+        resource_id=str(resource_id),
+        changes=changes,
+        ip_address=actor.ip_address,
+        user_agent=actor.user_agent,
+        request_id=actor.request_id,
+    )
+    db.session.add(row)
+    return row

@@ -1,0 +1,29 @@
+"""The actors. Each takes ids, calls one service and is safe to run twice."""
+
+from __future__ import annotations
+
+import dramatiq
+from flask import current_app
+
+from app.executors import executor_for
+from app.services import runs
+from app.tasks import dispatch
+
+
+def run_execution(execution_id: str) -> None:
+    """Run a queued execution, if this delivery wins the claim (others are dropped)."""
+    runs.run_execution(execution_id=execution_id, executor=executor_for(current_app.config))
+
+
+def register_actors(broker: dramatiq.Broker) -> None:
+    """Declare the actors on ``broker``.
+
+    Dramatiq's own retries and time limit are off: a job's retries and timeout are Jobplane's,
+    enforced by the services and the executor.
+    """
+    dramatiq.Actor(run_execution, actor_name=dispatch.RUN_EXECUTION, queue_name=dispatch.EXECUTIONS_QUEUE,
+                   priority=0, broker=broker, options={"max_retries": 0, "time_limit": _NO_TIME_LIMIT_MS})
+
+
+#: Dramatiq's TimeLimit cannot interrupt a blocking call anyway; the executor enforces timeouts.
+_NO_TIME_LIMIT_MS = 365 * 24 * 3600 * 1000

@@ -1,0 +1,23 @@
+"""The scheduler process (what ``jobplane scheduler`` runs): stand by, lead, fire."""
+
+import signal
+import sys
+
+from app import create_app
+from app.bootstrap import configure_logging, ensure_admin
+from app.scheduler.leader import leader_lock_for
+from app.scheduler.service import SchedulerService
+
+
+def main() -> int:
+    app = create_app()
+    configure_logging(app.config["LOG_LEVEL"])
+    ensure_admin(app)
+    service = SchedulerService(app, leader_lock_for(app.config))
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    signal.signal(signal.SIGINT, lambda *_: service.stop())
+    return service.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
