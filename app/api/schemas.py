@@ -25,6 +25,8 @@ class JobCreateSchema(Schema):
         "example": "*/5 * * * *"})
     timezone = fields.String(metadata={"description": "IANA timezone of the schedule", "example": "UTC"})
     timeout_minutes = fields.Integer(strict=True, metadata={"example": 60})
+    timeout_seconds = fields.Integer(strict=True, allow_none=True, metadata={
+        "description": "a timeout finer than minutes; when set, it replaces timeout_minutes"})
     max_retries = fields.Integer(strict=True, metadata={"example": 0})
     retry_delay_minutes = fields.Integer(strict=True, metadata={"example": 5})
     concurrent_allowed = fields.Boolean()
@@ -47,6 +49,7 @@ class JobSchema(Schema):
     schedule = fields.String(allow_none=True)
     timezone = fields.String()
     timeout_minutes = fields.Integer()
+    timeout_seconds = fields.Integer(allow_none=True)
     max_retries = fields.Integer()
     retry_delay_minutes = fields.Integer()
     concurrent_allowed = fields.Boolean()

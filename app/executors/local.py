@@ -133,6 +133,8 @@ class _Supervision:
                 break
             self._enforce()
         selector.close()
+        self.process.stdout.close()
+        self.process.stderr.close()
         returncode = self.process.wait()
         self._signal_group(signal.SIGKILL)
         for stream, decoder in self.decoders.items():

@@ -41,6 +41,8 @@ class Job(Base):
     schedule: Mapped[str | None] = mapped_column(String(100))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     timeout_minutes: Mapped[int] = mapped_column(Integer, default=60)
+    #: finer than the spec's minutes; when set, it is the timeout
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
     retry_delay_minutes: Mapped[int] = mapped_column(Integer, default=5)
     concurrent_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -55,3 +57,7 @@ class Job(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}
+
+    @property
+    def effective_timeout_seconds(self) -> int:
+        return self.timeout_seconds if self.timeout_seconds is not None else self.timeout_minutes * 60

@@ -41,6 +41,7 @@ JOB_FIELDS: dict[str, Any] = {
     "schedule": None,
     "timezone": "UTC",
     "timeout_minutes": 60,
+    "timeout_seconds": None,
     "max_retries": 0,
     "retry_delay_minutes": 5,
     "concurrent_allowed": False,
@@ -129,6 +130,8 @@ def validate_job_fields(values: dict[str, Any]) -> dict[str, Any]:
                 errors.update({k: v[0] for k, v in exc.errors.items()})
 
     _check_int(errors, values, "timeout_minutes", 1, MAX_TIMEOUT_MINUTES)
+    if values.get("timeout_seconds") is not None:
+        _check_int(errors, values, "timeout_seconds", 1, MAX_TIMEOUT_MINUTES * 60)
     _check_int(errors, values, "max_retries", 0, MAX_RETRIES)
     _check_int(errors, values, "retry_delay_minutes", 0, 24 * 60)
     if not isinstance(values.get("concurrent_allowed"), bool):

@@ -49,7 +49,7 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
     writer = LogWriter(claim, flush_seconds=config["LOG_FLUSH_SECONDS"],
                        heartbeat_seconds=config["HEARTBEAT_SECONDS"], cap_bytes=config["LOG_CAP_BYTES"])
     spec = RunSpec(execution_id=str(execution_id), job_type=claim.job.job_type,
-                   script=claim.job.script or "", timeout_seconds=claim.job.timeout_minutes * 60,
+                   script=claim.job.script or "", timeout_seconds=claim.job.effective_timeout_seconds,
                    env=_run_env(claim))
     try:
         if claim.job.script is None:

@@ -83,6 +83,7 @@ def upgrade() -> None:
     sa.Column('schedule', sa.String(length=100), nullable=True),
     sa.Column('timezone', sa.String(length=64), nullable=False),
     sa.Column('timeout_minutes', sa.Integer(), nullable=False),
+    sa.Column('timeout_seconds', sa.Integer(), nullable=True),
     sa.Column('max_retries', sa.Integer(), nullable=False),
     sa.Column('retry_delay_minutes', sa.Integer(), nullable=False),
     sa.Column('concurrent_allowed', sa.Boolean(), nullable=False),

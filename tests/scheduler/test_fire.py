@@ -1,0 +1,118 @@
+"""The fire function and the job store sync, against PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from sqlalchemy import delete, select, text
+
+from app.extensions import db
+from app.models import Execution, Job
+from app.scheduler import sync
+from app.scheduler.executor import FireExecutor
+from app.scheduler.fire import fire_due_job
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@pytest.fixture
+def job(app, client, admin):
+    response = client.post("/api/v1/jobs", headers=admin, json={
+        "name": "minutely", "job_type": "bash", "script": "true", "schedule": "* * * * *"})
+    return response.json
+
+
+def scheduled_times(app, job_id):
+    with app.app_context():
+        return list(db.session.scalars(select(Execution.scheduled_for).where(Execution.job_id == job_id)
+                                       .order_by(Execution.scheduled_for)))
+
+
+def test_a_repeated_fire_creates_nothing(app, job):
+    # Given a fire already recorded (a failover, or a crash before APScheduler stored its next time)
+    first = fire_due_job(app, job["id"], [NOW])
+    # When the same fire time comes again, with a new one
+    second = fire_due_job(app, job["id"], [NOW, NOW + timedelta(minutes=1)])
+    # Then only the new fire time gets an execution
+    assert len(first) == 1 and len(second) == 1
+    assert scheduled_times(app, job["id"]) == [NOW, NOW + timedelta(minutes=1)]
+
+
+def test_fires_of_a_job_no_longer_active_create_nothing(app, job):
+    with app.app_context():
+        db.session.get(Job, job["id"]).status = "disabled"
+        db.session.commit()
+    assert fire_due_job(app, job["id"], [NOW]) == []
+
+
+def test_fire_messages_go_out_only_after_commit(app, job):
+    broker = app.extensions["jobplane_broker"]
+    import redis
+    client = redis.Redis.from_url(app.config["REDIS_URL"])
+    queue_key = f"{app.config['QUEUE_NAMESPACE']}:executions.msgs"
+    assert client.hlen(queue_key) == 0
+    fire_due_job(app, job["id"], [NOW])
+    assert client.hlen(queue_key) == 1, (broker, client.keys("*"))
+
+
+def test_fire_executor_skips_fire_times_past_the_grace_and_fires_the_rest(app, job):
+    executor = FireExecutor(app, misfire_grace_seconds=60)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    executor.start(scheduler, "default")
+
+    class StoredJob:  # what APScheduler hands an executor: the id and its alias
+        id = job["id"]
+        _jobstore_alias = "default"
+
+    old, recent = datetime.now(timezone.utc) - timedelta(minutes=5), datetime.now(timezone.utc) - timedelta(seconds=5)
+    executor.submit_job(StoredJob, [old, recent])
+    assert scheduled_times(app, job["id"]) == [recent]
+
+
+def test_reconcile_rebuilds_a_lost_or_unreadable_job_store_row(app, job):
+    # Given a scheduler whose store lost the job's row (or held one it could not unpickle)
+    engine = app.extensions["jobplane_db"].engine
+    scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone="UTC")
+    scheduler.start(paused=True)
+    try:
+        sync.reconcile(app, scheduler)
+        assert scheduler.get_job(job["id"]) is not None
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE apscheduler_jobs SET job_state = 'garbage'"))
+        assert scheduler.get_jobs() == []  # APScheduler drops the row it cannot load…
+        # When the leader reconciles / Then the job is back, from the jobs table
+        sync.reconcile(app, scheduler)
+        assert [j.id for j in scheduler.get_jobs()] == [job["id"]]
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_reconcile_keeps_a_pending_fire_time_when_nothing_changed(app, job):
+    engine = app.extensions["jobplane_db"].engine
+    scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone="UTC")
+    scheduler.start(paused=True)
+    try:
+        sync.reconcile(app, scheduler)
+        overdue = datetime.now(timezone.utc) - timedelta(seconds=30)
+        scheduler.modify_job(job["id"], next_run_time=overdue)
+        # A new leader's reconcile must not move an overdue fire time to the future
+        sync.reconcile(app, scheduler)
+        assert scheduler.get_job(job["id"]).next_run_time == overdue
+        # But a changed schedule does replace the trigger
+        with app.app_context():
+            db.session.get(Job, job["id"]).schedule = "0 * * * *"
+            db.session.commit()
+        sync.reconcile(app, scheduler)
+        assert scheduler.get_job(job["id"]).name == "0 * * * *|UTC"
+        # And a deleted job leaves the store
+        with app.app_context():
+            db.session.execute(delete(Execution))
+            db.session.get(Job, job["id"]).status = "deleted"
+            db.session.commit()
+        sync.reconcile(app, scheduler)
+        assert scheduler.get_jobs() == []
+    finally:
+        scheduler.shutdown(wait=False)

@@ -1,0 +1,101 @@
+"""The sweeper: lost messages are sent again, dead runs are declared lost, and a message
+delivered twice runs once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from app.extensions import db
+from app.models import Execution
+from app.models.base import utcnow
+from app.scheduler.leader import FileLeaderLock
+from app.scheduler.service import SchedulerService
+from app.services import executions
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def job(client, admin):
+    return client.post("/api/v1/jobs", headers=admin, json={
+        "name": "on-demand", "job_type": "bash", "script": "echo ran", "schedule": None}).json
+
+
+def insert_queued(app, job_id, minutes_ago: float) -> str:
+    """A queued execution whose message never reached Redis."""
+    with app.app_context():
+        then = utcnow() - timedelta(minutes=minutes_ago)
+        execution = Execution(job_id=job_id, scheduled_for=then, created_at=then, sent_at=then, status="queued")
+        db.session.add(execution)
+        db.session.commit()
+        return str(execution.id)
+
+
+def status_of(app, execution_id):
+    with app.app_context():
+        return db.session.get(Execution, execution_id).status
+
+
+def test_a_queued_execution_whose_message_was_lost_is_sent_again_and_runs(app, job, processes, tmp_path):
+    # Given an execution queued a minute ago whose message was lost, and a worker
+    stale = insert_queued(app, job["id"], minutes_ago=1)
+    fresh = insert_queued(app, job["id"], minutes_ago=0)
+    processes.worker()
+    # When the sweeper runs
+    service = SchedulerService(app, FileLeaderLock(str(tmp_path / "lock")))
+    service.sweep()
+    # Then the stale one is re-sent and runs; the fresh one (maybe still in flight) is left alone
+    wait_for(lambda: status_of(app, stale) == "success", timeout=30, message="the re-sent run")
+    assert status_of(app, fresh) == "queued"
+    with app.app_context():
+        assert db.session.get(Execution, stale).send_count == 2
+
+
+def test_a_running_execution_without_heartbeat_is_declared_lost(app, job):
+    execution_id = insert_queued(app, job["id"], minutes_ago=0)
+    with app.app_context():
+        claim = executions.claim_execution(execution_id=execution_id, worker_id="dead-worker")
+        db.session.execute(update(Execution).values(heartbeat_at=utcnow() - timedelta(minutes=5)))
+        db.session.commit()
+        lost = executions.mark_stale_running_lost(stale_after=timedelta(seconds=30))
+        db.session.commit()
+        assert [str(i) for i in lost] == [execution_id]
+        row = db.session.get(Execution, execution_id)
+        assert row.status == "lost" and "stopped reporting" in row.error_message
+        # And the dead worker's claim no longer counts
+        assert executions.append_log(claim=claim, chunks=[("stdout", "late")]) is False
+        assert executions.finish_execution(claim=claim, status="success", exit_code=0, error_message=None,
+                                           started_at=None, completed_at=utcnow()) is False
+
+
+def test_only_one_of_two_deliveries_wins_the_claim(app, job):
+    execution_id = insert_queued(app, job["id"], minutes_ago=0)
+    with app.app_context():
+        first = executions.claim_execution(execution_id=execution_id, worker_id="a")
+        db.session.commit()
+        second = executions.claim_execution(execution_id=execution_id, worker_id="b")
+        db.session.commit()
+        assert first is not None and second is None
+        assert db.session.scalar(select(Execution.worker_id)) == "a"
+
+
+def test_a_message_delivered_twice_runs_once(app, job, processes):
+    import redis
+    from app.tasks import dispatch
+
+    processes.worker(WORKER_THREADS=8)
+    execution_id = insert_queued(app, job["id"], minutes_ago=0)
+    broker = app.extensions["jobplane_broker"]
+    for _ in range(5):
+        dispatch.send(broker, dispatch.EXECUTIONS_QUEUE, dispatch.RUN_EXECUTION, execution_id)
+    wait_for(lambda: status_of(app, execution_id) == "success", timeout=30, message="the run")
+    client = redis.Redis.from_url(app.config["REDIS_URL"])
+    wait_for(lambda: client.hlen(f"{app.config['QUEUE_NAMESPACE']}:executions.msgs") == 0, timeout=10,
+             message="all deliveries consumed")
+    with app.app_context():
+        logs = executions.read_log(execution_id=execution_id)
+    assert logs.count("ran") == 1
