@@ -7,6 +7,7 @@ from flask import Flask
 from app.api import errors
 from app.api.executions import blp as executions_blp
 from app.api.jobs import blp as jobs_blp
+from app.api.schedules import blp as schedules_blp
 from app.extensions import api
 
 
@@ -21,4 +22,5 @@ def init_app(app: Flask) -> None:
         "security": [{"bearer": []}]})
     api.register_blueprint(jobs_blp)
     api.register_blueprint(executions_blp)
+    api.register_blueprint(schedules_blp)
     errors.init_app(app)
