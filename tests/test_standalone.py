@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import uuid
 import signal
 import socket
 import subprocess
+import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -128,4 +129,25 @@ def test_executions_left_queued_run_after_a_restart(standalone, tmp_path):
     result = wait_for(lambda: (lambda e: e if e["status"] == "success" else None)(
         standalone.get(f"/api/v1/executions/{execution_id}")), timeout=30, message="the queued run")
     assert "ran after restart" in result["logs"]
+    standalone.stop()
+
+
+def test_standalone_applies_the_same_scheduling_rules(standalone):
+    # Given a standalone instance and a per-second job whose run outlasts a second (forbid overlaps)
+    standalone.start()
+    job_id = standalone.post("/api/v1/jobs", json={
+        "name": "slow", "job_type": "bash", "script": "sleep 1.5", "schedule": "* * * * * *",
+        "timezone": "Australia/Sydney"}).json()["id"]
+    # Then fires during a run are recorded as skipped, with their reason, as on PostgreSQL
+    skipped = wait_for(lambda: standalone.get(f"/api/v1/jobs/{job_id}/executions?status=skipped") or None,
+                       timeout=20, message="a skipped fire")
+    assert "concurrency policy forbid" in skipped[0]["reason"]
+    wait_for(lambda: standalone.get(f"/api/v1/jobs/{job_id}/executions?status=success") or None,
+             timeout=20, message="a successful run")
+    # And pausing stops the fires
+    assert standalone.post(f"/api/v1/jobs/{job_id}/pause").json()["status"] == "disabled"
+    time.sleep(1.5)
+    count = len(standalone.get(f"/api/v1/jobs/{job_id}/executions?page_size=100"))
+    time.sleep(2.5)
+    assert len(standalone.get(f"/api/v1/jobs/{job_id}/executions?page_size=100")) == count
     standalone.stop()

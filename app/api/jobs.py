@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
-from app.api.schemas import ExecutionSchema, JobCreateSchema, JobSchema
+from app.api.schemas import ExecutionQuerySchema, ExecutionSchema, JobCreateSchema, JobSchema
 from app.services import executions, jobs
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="Jobs: what runs, and when")
@@ -49,14 +49,33 @@ class JobRun(MethodView):
         return executions.trigger_manual_run(actor=current_actor(), job_id=job_id)
 
 
+@blp.route("/<uuid:job_id>/pause")
+class JobPause(MethodView):
+    @blp.response(200, JobSchema)
+    def post(self, job_id: UUID):
+        """Pause the job: it fires nothing until resumed (owner or admin)."""
+        return jobs.pause_job(actor=current_actor(), job_id=job_id)
+
+
+@blp.route("/<uuid:job_id>/resume")
+class JobResume(MethodView):
+    @blp.response(200, JobSchema)
+    def post(self, job_id: UUID):
+        """Resume the job; the pause is replayed only if its misfire policy says so (owner or admin)."""
+        job, _ = jobs.resume_job(actor=current_actor(), job_id=job_id)
+        return job
+
+
 @blp.route("/<uuid:job_id>/executions")
 class JobExecutions(MethodView):
+    @blp.arguments(ExecutionQuerySchema, location="query")
     @blp.response(200, ExecutionSchema(many=True))
     @blp.paginate()
-    def get(self, job_id: UUID, pagination_parameters):
-        """The job's execution history, newest fire time first."""
+    def get(self, query, job_id: UUID, pagination_parameters):
+        """The job's executions and ledger records (skipped, missed), newest fire time first."""
+        statuses = [s.strip() for s in query.get("status", "").split(",") if s.strip()]
         found, total = executions.list_job_executions(
             actor=current_actor(), job_id=job_id, limit=pagination_parameters.page_size,
-            offset=pagination_parameters.first_item)
+            offset=pagination_parameters.first_item, statuses=statuses)
         pagination_parameters.item_count = total
         return found

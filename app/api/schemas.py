@@ -23,7 +23,23 @@ class JobCreateSchema(Schema):
     schedule = fields.String(allow_none=True, metadata={
         "description": "cron: 5 fields, or 6 with leading seconds; null for on-demand jobs",
         "example": "*/5 * * * *"})
+    run_at = fields.AwareDateTime(allow_none=True, metadata={
+        "description": "one-time job: the single fire time (with schedule null)"})
+    start_at = fields.AwareDateTime(allow_none=True, metadata={"description": "the schedule fires from then"})
+    end_at = fields.AwareDateTime(allow_none=True, metadata={"description": "the schedule fires until then"})
     timezone = fields.String(metadata={"description": "IANA timezone of the schedule", "example": "UTC"})
+    misfire_policy = fields.String(metadata={
+        "enum": ["skip", "run_latest", "run_all"],
+        "description": "fire times missed while no scheduler ran: skip them, run the latest once "
+                       "(default), or run each (capped)"})
+    max_lateness_seconds = fields.Integer(strict=True, metadata={
+        "description": "a missed fire time later than this is never run (default 3600)"})
+    concurrency_policy = fields.String(metadata={
+        "enum": ["allow", "forbid", "replace"],
+        "description": "a fire while a run is active: allow it, skip it (forbid), or cancel the active run "
+                       "(replace); default from concurrent_allowed"})
+    max_concurrent = fields.Integer(strict=True, allow_none=True, metadata={
+        "description": "with allow: how many runs at once"})
     timeout_minutes = fields.Integer(strict=True, metadata={"example": 60})
     timeout_seconds = fields.Integer(strict=True, allow_none=True, metadata={
         "description": "a timeout finer than minutes; when set, it replaces timeout_minutes"})
@@ -47,7 +63,15 @@ class JobSchema(Schema):
     script_ref = fields.String(allow_none=True)
     script_path = fields.String(allow_none=True)
     schedule = fields.String(allow_none=True)
+    run_at = fields.DateTime(allow_none=True)
+    start_at = fields.DateTime(allow_none=True)
+    end_at = fields.DateTime(allow_none=True)
     timezone = fields.String()
+    misfire_policy = fields.String()
+    max_lateness_seconds = fields.Integer()
+    concurrency_policy = fields.String()
+    max_concurrent = fields.Integer(allow_none=True)
+    paused_at = fields.DateTime(allow_none=True)
     timeout_minutes = fields.Integer()
     timeout_seconds = fields.Integer(allow_none=True)
     max_retries = fields.Integer()
@@ -83,10 +107,19 @@ class ExecutionSchema(Schema):
     duration_seconds = fields.Float(allow_none=True)
     exit_code = fields.Integer(allow_none=True)
     error_message = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True, metadata={
+        "description": "why it was skipped, missed or cancelled"})
+    fired_by = fields.String(allow_none=True)
     worker_id = fields.String(allow_none=True)
     log_bytes = fields.Integer()
     log_truncated = fields.Boolean()
     created_at = fields.DateTime()
+
+
+class ExecutionQuerySchema(Schema):
+    status = fields.String(metadata={
+        "description": "comma-separated statuses, e.g. skipped,missed: the fire ledger's answer to "
+                       "'did my 02:00 run happen, and if not, why'"})
 
 
 class ExecutionDetailSchema(ExecutionSchema):

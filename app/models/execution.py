@@ -5,15 +5,29 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, Uuid)
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, new_id, utcnow
 
-#: Statuses an execution passes through; all but the first two are final.
-EXECUTION_STATUSES = ("queued", "running", "success", "failed", "timed_out", "lost", "cancelled")
-FINAL_STATUSES = frozenset({"success", "failed", "timed_out", "lost", "cancelled"})
+#: Statuses of an execution. ``queued`` and ``running`` are active; the rest are final.
+#: ``skipped`` (the concurrency policy refused the fire) and ``missed`` (the fire time passed
+#: unfired) are ledger records: they never ran.
+EXECUTION_STATUSES = ("queued", "running", "success", "failed", "timed_out", "lost", "cancelled",
+                      "skipped", "missed")
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = frozenset(EXECUTION_STATUSES) - frozenset(ACTIVE_STATUSES)
 TRIGGERS = ("scheduled", "manual")
 
 
@@ -27,7 +41,8 @@ class Execution(Base):
         Index("ix_executions_started_at", "started_at"),
         Index("ix_executions_job_id_created_at", "job_id", "created_at"),
         CheckConstraint(
-            "status IN ('queued', 'running', 'success', 'failed', 'timed_out', 'lost', 'cancelled')", name="status"),
+            "status IN ('queued', 'running', 'success', 'failed', 'timed_out', 'lost', 'cancelled', "
+            "'skipped', 'missed')", name="status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
@@ -42,6 +57,10 @@ class Execution(Base):
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(Text)
+    #: why it was skipped, missed or cancelled (the fire ledger's answer to "why not")
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: the scheduler replica that fired it (host:pid), or the API for manual runs
+    fired_by: Mapped[str | None] = mapped_column(String(255))
     #: set by the worker that won the claim; only its updates count
     claim_token: Mapped[str | None] = mapped_column(String(64))
     worker_id: Mapped[str | None] = mapped_column(String(255))

@@ -11,7 +11,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
 
 JOB_TYPES = ("python", "bash")
+#: ``disabled`` is a paused job: it fires nothing until resumed.
 JOB_STATUSES = ("active", "disabled", "deleted")
+#: What to do with fire times that passed while no scheduler could fire them.
+MISFIRE_POLICIES = ("skip", "run_latest", "run_all")
+#: What a fire does while an earlier run of the job is still queued or running.
+CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
 
 
 class Job(Base):
@@ -23,6 +28,8 @@ class Job(Base):
         CheckConstraint("job_type IN ('python', 'bash')", name="job_type"),
         CheckConstraint("status IN ('active', 'disabled', 'deleted')", name="status"),
         CheckConstraint("(script IS NULL) <> (script_url IS NULL)", name="one_script_source"),
+        CheckConstraint("misfire_policy IN ('skip', 'run_latest', 'run_all')", name="misfire_policy"),
+        CheckConstraint("concurrency_policy IN ('allow', 'forbid', 'replace')", name="concurrency_policy"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
@@ -37,14 +44,28 @@ class Job(Base):
     script_url: Mapped[str | None] = mapped_column(Text)
     script_ref: Mapped[str | None] = mapped_column(String(255))
     script_path: Mapped[str | None] = mapped_column(String(1024))
-    #: cron expression (5 fields, or 6 with leading seconds); NULL for a job run on demand
+    #: cron expression (5 fields, or 6 with leading seconds); NULL for a one-time or on-demand job
     schedule: Mapped[str | None] = mapped_column(String(100))
+    #: the single fire time of a one-time job (``schedule`` NULL)
+    run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: a schedule fires only from ``start_at`` and until ``end_at``, when set
+    start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    misfire_policy: Mapped[str] = mapped_column(String(20), default="run_latest")
+    #: a missed fire time older than this is recorded as missed, never run
+    max_lateness_seconds: Mapped[int] = mapped_column(Integer, default=3600)
+    concurrency_policy: Mapped[str] = mapped_column(String(20), default="forbid")
+    #: with ``allow``: how many runs may be running at once (NULL: no limit)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
+    #: when the job was paused (to replay the pause on resume, if its misfire policy says so)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     timeout_minutes: Mapped[int] = mapped_column(Integer, default=60)
     #: finer than the spec's minutes; when set, it is the timeout
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
     retry_delay_minutes: Mapped[int] = mapped_column(Integer, default=5)
+    #: the spec's flag, kept in step with ``concurrency_policy`` (allow ↔ true)
     concurrent_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(50), default="active")
     notification_emails: Mapped[list[str]] = mapped_column(JSONType, default=list)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.base import BaseExecutor
 from flask import Flask
 
-from app.scheduler import fire
+from app.scheduler import faults, fire
+from app.services.firing import FireResult
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,9 @@ _RETRY_PAUSE = 0.5
 
 
 class FireExecutor(BaseExecutor):
-    def __init__(self, app: Flask, *, misfire_grace_seconds: int):
+    def __init__(self, app: Flask):
         super().__init__()
         self.app = app
-        self.grace = timedelta(seconds=misfire_grace_seconds)
 
     def submit_job(self, job, run_times: list[datetime]) -> None:
         # No instance counting: a fire returns once recorded, and how many runs of a job may
@@ -40,24 +40,20 @@ class FireExecutor(BaseExecutor):
         self._do_submit_job(job, run_times)
 
     def _do_submit_job(self, job, run_times: list[datetime]) -> None:
-        now = datetime.now(timezone.utc)
-        due = [t for t in run_times if now - t <= self.grace]
-        events = [JobExecutionEvent(EVENT_JOB_MISSED, job.id, job._jobstore_alias, t)
-                  for t in run_times if now - t > self.grace]
-        if len(due) < len(run_times):
-            logger.warning("job %s: %d fire time(s) older than %s s skipped", job.id,
-                           len(run_times) - len(due), self.grace.total_seconds())
-        if due:
-            self._fire_or_exit(job.id, due)
-            events += [JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, t) for t in due]
+        # Every due fire time goes to the fire function: late ones too, since the job's misfire
+        # policy (not APScheduler's grace time) decides what becomes of them.
+        result = self._fire_or_exit(job.id, run_times)
+        missed = set(result.missed)  # in UTC
+        events = [JobExecutionEvent(EVENT_JOB_MISSED if t.astimezone(timezone.utc) in missed else EVENT_JOB_EXECUTED,
+                                    job.id, job._jobstore_alias, t) for t in run_times]
         for event in events:
             self._scheduler._dispatch_event(event)
+        faults.point(self.app, "before_store_next")
 
-    def _fire_or_exit(self, job_id: str, run_times: list[datetime]) -> None:
+    def _fire_or_exit(self, job_id: str, run_times: list[datetime]) -> FireResult:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                fire.fire_due_job(self.app, job_id, run_times)
-                return
+                return fire.fire_due_job(self.app, job_id, run_times)
             except Exception:
                 logger.exception("job %s: could not record fire %d/%d", job_id, attempt, _ATTEMPTS)
                 time.sleep(_RETRY_PAUSE)

@@ -1,33 +1,54 @@
-"""The fire function: a due fire time becomes a queued execution and a message.
+"""The fire function: due fire times become ledger rows, and queued ones a message each.
 
 Called by ``FireExecutor`` in APScheduler's thread, before APScheduler stores the job's next
 run time: if this process dies anywhere in between, the fire time is still due when a
-scheduler takes over, and the unique (job, scheduled time) makes the repeat a no-op.
+scheduler takes over, and the unique (job, scheduled time) makes the repeat a no-op.  A
+message that could not be sent (Redis down) is sent again by the sweeper.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import os
+import socket
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from flask import Flask
 
 from app.extensions import db
-from app.services import executions
+from app.scheduler import faults
+from app.services import executions, firing
+from app.services.firing import FireResult
 
 logger = logging.getLogger(__name__)
 
+#: How this replica signs the executions it fires.
+FIRED_BY = f"{socket.gethostname()}:{os.getpid()}"
 
-def fire_due_job(app: Flask, job_id: str, run_times: list[datetime]) -> list[UUID]:
-    """Create the executions of ``job_id`` for ``run_times``; send them once committed."""
+
+def fire_due_job(app: Flask, job_id: str, run_times: list[datetime]) -> FireResult:
+    """Record the fires of ``job_id`` for ``run_times``; send the queued ones once committed."""
+    config = app.config
     with app.app_context():
+        faults.point(app, "before_insert")
         with db.unit_of_work():
-            created = executions.create_scheduled_executions(job_id=UUID(job_id), run_times=run_times)
-    if created:
-        logger.info("fired job %s for %s: %d new execution(s)", job_id,
-                    ", ".join(t.isoformat() for t in run_times), len(created))
-    return created
+            result = firing.record_fires(
+                job_id=UUID(job_id), run_times=run_times, fired_by=FIRED_BY,
+                misfire_threshold=timedelta(seconds=config["MISFIRE_THRESHOLD_SECONDS"]),
+                run_all_cap=config["MISFIRE_RUN_ALL_CAP"])
+            faults.point(app, "after_insert")
+        faults.point(app, "before_send")
+        try:
+            executions.send_now(result.queued)
+        except Exception:
+            logger.exception("job %s: could not send %d run message(s); the sweeper will", job_id,
+                             len(result.queued))
+    if result.queued or result.skipped or result.missed:
+        logger.info("fired job %s for %s: %d new execution(s), %d skipped, %d missed", job_id,
+                    ", ".join(t.isoformat() for t in run_times), len(result.queued), len(result.skipped),
+                    len(result.missed))
+    return result
 
 
 def apscheduler_target(job_id: str) -> None:

@@ -11,6 +11,7 @@ from datetime import timedelta
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
+from sqlalchemy import text
 
 from app.extensions import db
 from app.scheduler import sync
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 EXIT_STOPPED = 0
 EXIT_LOST_LEADERSHIP = 3
 EXIT_SCHEDULER_DIED = 4
+EXIT_STORE_FAILING = 5
 
 
 class SchedulerService:
@@ -66,10 +68,9 @@ class SchedulerService:
         engine = self.app.extensions["jobplane_db"].engine
         self.scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
-            executors={"default": FireExecutor(self.app,
-                                               misfire_grace_seconds=self.config["MISFIRE_GRACE_SECONDS"])},
-            job_defaults={"coalesce": False, "max_instances": 1,
-                          "misfire_grace_time": self.config["MISFIRE_GRACE_SECONDS"]},
+            executors={"default": FireExecutor(self.app)},
+            # APScheduler hands over every due fire time; the job's misfire policy decides.
+            job_defaults={"coalesce": False, "max_instances": 1, "misfire_grace_time": None},
             timezone="UTC")
         self.scheduler.start(paused=True)
         sync.reconcile(self.app, self.scheduler)
@@ -86,6 +87,7 @@ class SchedulerService:
         check = self.config["SCHEDULER_LOCK_CHECK_SECONDS"]
         next_reconcile = time.monotonic() + self.config["SCHEDULER_RECONCILE_SECONDS"]
         next_sweep = time.monotonic()
+        store_failing_since: float | None = None
         while not self.stopping.wait(check):
             if not self.lock.is_held():
                 logger.critical("lost the scheduler lock; stopping at once so that two leaders never fire")
@@ -94,6 +96,14 @@ class SchedulerService:
                 logger.critical("APScheduler's thread died; exiting so that a healthy replica takes over")
                 return EXIT_SCHEDULER_DIED
             now = time.monotonic()
+            if self._store_reachable():
+                store_failing_since = None
+            else:
+                store_failing_since = store_failing_since or now
+                if now - store_failing_since > self.config["STORE_FAILURE_EXIT_SECONDS"]:
+                    logger.critical("the job store has been unreachable for %.0f s; exiting so that a "
+                                    "replica that can reach it takes over", now - store_failing_since)
+                    return EXIT_STORE_FAILING
             if now >= next_reconcile:
                 self._reconcile()
                 next_reconcile = now + self.config["SCHEDULER_RECONCILE_SECONDS"]
@@ -101,6 +111,15 @@ class SchedulerService:
                 self.sweep()
                 next_sweep = now + self.config["SWEEP_INTERVAL_SECONDS"]
         return EXIT_STOPPED
+
+    def _store_reachable(self) -> bool:
+        try:
+            with self.app.extensions["jobplane_db"].engine.connect() as connection:
+                connection.execute(text("SELECT 1 FROM apscheduler_jobs LIMIT 1"))
+            return True
+        except Exception as exc:
+            logger.warning("job store check failed: %s", exc)
+            return False
 
     def _scheduler_alive(self) -> bool:
         thread = getattr(self.scheduler, "_thread", None)

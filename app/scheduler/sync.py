@@ -12,6 +12,7 @@ from uuid import UUID
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.date import DateTrigger
 from flask import Flask
 
 from app.extensions import db
@@ -24,9 +25,19 @@ logger = logging.getLogger(__name__)
 FIRE_FUNCTION = "app.scheduler.fire:apscheduler_target"
 
 
+#: Bumped when the trigger classes change, so that every stored trigger is rebuilt.
+TRIGGER_VERSION = "wall1"
+
+
 def fingerprint(job: Job) -> str:
     """What, if changed, requires a new trigger."""
-    return f"{job.schedule}|{job.timezone}"
+    if job.schedule is None:
+        return f"{TRIGGER_VERSION}|once|{_iso(job.run_at)}"
+    return f"{TRIGGER_VERSION}|{job.schedule}|{job.timezone}|{_iso(job.start_at)}|{_iso(job.end_at)}"
+
+
+def _iso(value) -> str:
+    return value.isoformat() if value else "-"
 
 
 def reconcile(app: Flask, scheduler: BaseScheduler) -> tuple[int, int]:
@@ -53,7 +64,7 @@ def sync_job(app: Flask, scheduler: BaseScheduler, job_id: UUID | str) -> None:
     """Bring one job's trigger up to date (after a change notification)."""
     with app.app_context():
         job = db.session.get(Job, UUID(str(job_id)))
-        schedulable = job is not None and job.status == "active" and job.schedule is not None
+        schedulable = job is not None and jobs.is_schedulable(job)
         if schedulable:
             db.session.expunge(job)
     existing = scheduler.get_job(str(job_id))
@@ -65,7 +76,10 @@ def sync_job(app: Flask, scheduler: BaseScheduler, job_id: UUID | str) -> None:
 
 
 def _put(scheduler: BaseScheduler, job: Job) -> None:
-    trigger = schedules.parse_cron(job.schedule, job.timezone)
+    if job.schedule is None:
+        trigger = DateTrigger(run_date=job.run_at, timezone="UTC")
+    else:
+        trigger = schedules.parse_cron(job.schedule, job.timezone, start_date=job.start_at, end_date=job.end_at)
     scheduler.add_job(FIRE_FUNCTION, trigger=trigger, args=[str(job.id)], id=str(job.id),
                       name=fingerprint(job), replace_existing=True)
 

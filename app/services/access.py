@@ -37,6 +37,11 @@ def can_run_job(actor: Actor, job: Job) -> bool:
     return user is not None and (user.role == "admin" or (user.role == "job_creator" and job.owner_id == user.id))
 
 
+def can_edit_job(actor: Actor, job: Job) -> bool:
+    """Change, pause, resume or delete: the owner (a job creator) or an admin."""
+    return can_run_job(actor, job)
+
+
 def visible_jobs(actor: Actor, query: Select) -> Select:
     """Narrow a query over jobs to those the actor may see."""
     user = actor.user

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from app.extensions import db
 from app.models import AuditLog
 from app.services.actors import Actor
+
+
+def jsonable(value: Any) -> Any:
+    """A value as it can be stored in the audit row's JSON (timestamps as ISO 8601)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    return value
 
 
 def record(*, actor: Actor, action: str, resource_type: str, resource_id: Any,

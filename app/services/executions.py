@@ -9,43 +9,19 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
 from uuid import UUID
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from app.errors import Forbidden, NotFound
+from app.errors import Forbidden, InvalidInput, NotFound
 from app.extensions import db
 from app.models import Execution, ExecutionLogChunk, Job
-from app.models.base import new_id, utcnow
-from app.services import access, audit, jobs
+from app.models.base import utcnow
+from app.models.execution import EXECUTION_STATUSES
+from app.services import access, audit, firing, jobs
 from app.services.actors import Actor
 from app.services.transactions import after_commit
 from app.tasks import dispatch
-
-
-def create_scheduled_executions(*, job_id: UUID, run_times: Iterable[datetime]) -> list[UUID]:
-    """Insert one queued execution per fire time; fire times that already have one get nothing.
-
-    The messages are sent after the commit.  Returns the ids of the new executions.
-    """
-    job = db.session.get(Job, job_id)
-    if job is None or job.status != "active":
-        return []
-    now = utcnow()
-    rows = [{"id": new_id(), "job_id": job_id, "scheduled_for": t, "status": "queued",
-             "triggered_by": "scheduled", "attempt": 1, "send_count": 1, "log_bytes": 0,
-             "log_truncated": False, "created_at": now, "sent_at": now} for t in run_times]
-    if not rows:
-        return []
-    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = (insert(Execution).values(rows)
-                 .on_conflict_do_nothing(index_elements=["job_id", "scheduled_for"])
-                 .returning(Execution.id))
-    created = list(db.session.scalars(statement))
-    _send_after_commit(created)
-    return created
 
 
 def trigger_manual_run(*, actor: Actor, job_id: UUID) -> Execution:
@@ -54,11 +30,16 @@ def trigger_manual_run(*, actor: Actor, job_id: UUID) -> Execution:
     Raises:
       NotFound: no job the actor may see.
       Forbidden: the actor may see the job but not run it.
+      Conflict: the job forbids overlapping runs and one is active.
     """
     job = jobs.get_job(actor=actor, job_id=job_id)
     if not access.can_run_job(actor, job):
         raise Forbidden("only the job's owner or an admin may run it")
-    execution = Execution(job_id=job.id, scheduled_for=utcnow(), triggered_by="manual", status="queued")
+    job = firing.lock_job(job.id)
+    now = utcnow()
+    firing.admit_manual_run(job, now=now)
+    execution = Execution(job_id=job.id, scheduled_for=now, triggered_by="manual", status="queued",
+                          fired_by="api", created_at=now, sent_at=now)
     db.session.add(execution)
     db.session.flush()
     audit.record(actor=actor, action="job_executed", resource_type="job", resource_id=job.id,
@@ -73,6 +54,13 @@ def _send_after_commit(execution_ids: list[UUID]) -> None:
         after_commit(lambda: [send(execution_id) for execution_id in execution_ids])
 
 
+def send_now(execution_ids: list[UUID]) -> None:
+    """Send run messages for committed executions (the scheduler's fire path)."""
+    send = dispatch.run_execution_sender()
+    for execution_id in execution_ids:
+        send(execution_id)
+
+
 def get_execution(*, actor: Actor, execution_id: UUID) -> Execution:
     """The execution, if the actor may see its job (spec: same rule as the job)."""
     execution = db.session.get(Execution, execution_id)
@@ -84,11 +72,21 @@ def get_execution(*, actor: Actor, execution_id: UUID) -> Execution:
     return execution
 
 
-def list_job_executions(*, actor: Actor, job_id: UUID, limit: int = 100,
-                        offset: int = 0) -> tuple[list[Execution], int]:
-    """The job's executions, newest fire time first, and how many there are."""
+def list_job_executions(*, actor: Actor, job_id: UUID, limit: int = 100, offset: int = 0,
+                        statuses: list[str] | None = None) -> tuple[list[Execution], int]:
+    """The job's executions (its fire ledger), newest fire time first, and how many there are.
+
+    Parameters:
+      statuses: only these statuses, e.g. ``["skipped", "missed"]`` for "why did it not run".
+    """
     jobs.get_job(actor=actor, job_id=job_id)
     query = select(Execution).where(Execution.job_id == job_id)
+    if statuses:
+        unknown = set(statuses) - set(EXECUTION_STATUSES)
+        if unknown:
+            raise InvalidInput({"status": f"unknown status {', '.join(sorted(unknown))}; use "
+                                          f"{', '.join(EXECUTION_STATUSES)}"})
+        query = query.where(Execution.status.in_(statuses))
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
     rows = db.session.scalars(query.order_by(Execution.scheduled_for.desc(), Execution.id)
                               .limit(limit).offset(offset)).all()
@@ -105,6 +103,14 @@ def read_log(*, execution_id: UUID, offset: int = 0, limit: int | None = None) -
 
 
 @dataclass(frozen=True)
+class ClaimOutcome:
+    """A claim won, lost to another delivery (``claim`` None), or deferred by ``max_concurrent``."""
+
+    claim: "Claim | None"
+    deferred: bool = False
+
+
+@dataclass(frozen=True)
 class Claim:
     """What the worker that won an execution needs to run it."""
 
@@ -115,12 +121,26 @@ class Claim:
     attempt: int
 
 
-def claim_execution(*, execution_id: UUID, worker_id: str) -> Claim | None:
+def claim_execution(*, execution_id: UUID, worker_id: str) -> ClaimOutcome:
     """Take a queued execution for this worker with one conditional update.
 
+    A job that allows overlapping runs up to ``max_concurrent`` is checked under its row lock,
+    so the limit holds across every worker; a run over the limit stays queued (deferred).
+
     Returns:
-      the claim, or None when another delivery already took it (or it is no longer queued).
+      the outcome: ``claim`` is None when another delivery took it or it is no longer queued.
     """
+    job_id = db.session.scalar(select(Execution.job_id).where(Execution.id == execution_id))
+    if job_id is None:
+        return ClaimOutcome(None)
+    job = firing.lock_job(job_id)
+    if job is not None and job.concurrency_policy == "allow" and job.max_concurrent:
+        running = db.session.scalar(select(func.count()).where(
+            Execution.job_id == job_id, Execution.status == "running"))
+        if running >= job.max_concurrent:
+            db.session.execute(update(Execution).where(Execution.id == execution_id, Execution.status == "queued")
+                               .values(sent_at=utcnow()).execution_options(synchronize_session=False))
+            return ClaimOutcome(None, deferred=True)
     token = secrets.token_hex(16)
     now = utcnow()
     result = db.session.execute(
@@ -129,12 +149,12 @@ def claim_execution(*, execution_id: UUID, worker_id: str) -> Claim | None:
         .values(status="running", claim_token=token, worker_id=worker_id, started_at=now, heartbeat_at=now)
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
-        return None
+        return ClaimOutcome(None)
     execution = db.session.get(Execution, execution_id)
     db.session.refresh(execution)
     job = db.session.get(Job, execution.job_id)
-    return Claim(execution_id=execution_id, token=token, job=job,
-                 scheduled_for=execution.scheduled_for, attempt=execution.attempt)
+    return ClaimOutcome(Claim(execution_id=execution_id, token=token, job=job,
+                              scheduled_for=execution.scheduled_for, attempt=execution.attempt))
 
 
 def append_log(*, claim: Claim, chunks: list[tuple[str, str]], truncated: bool = False) -> bool:

@@ -2,53 +2,24 @@
 
 from __future__ import annotations
 
-import re
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select
+from flask import current_app
+from sqlalchemy import and_, exists, func, or_, select
 
-from app.errors import InvalidInput, NotFound
+from app.errors import Forbidden, InvalidInput, NotFound
 from app.extensions import db
-from app.models import Job
-from app.models.job import JOB_TYPES
-from app.services import access, audit, schedules
+from app.models import Execution, Job
+from app.models.base import utcnow
+from app.services import access, audit, firing
 from app.services.actors import Actor
+from app.services.firing import FireResult
+from app.services.job_rules import JOB_FIELDS, validate_job_fields
 from app.services.scheduler_signal import announce_job_change
-
-#: Limits that keep one job from filling the database.
-MAX_NAME = 255
-MAX_DESCRIPTION = 10_000
-MAX_SCRIPT_BYTES = 1024 * 1024
-MAX_URL = 2048
-MAX_EMAILS = 50
-MAX_ENV_VARS = 200
-MAX_TIMEOUT_MINUTES = 7 * 24 * 60
-MAX_RETRIES = 5  # spec §3.6: 0–5 retries
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-#: Fields a job is created from, with their defaults (spec §5.6).
-JOB_FIELDS: dict[str, Any] = {
-    "name": None,
-    "description": None,
-    "job_type": None,
-    "script": None,
-    "script_url": None,
-    "script_ref": None,
-    "script_path": None,
-    "schedule": None,
-    "timezone": "UTC",
-    "timeout_minutes": 60,
-    "timeout_seconds": None,
-    "max_retries": 0,
-    "retry_delay_minutes": 5,
-    "concurrent_allowed": False,
-    "notification_emails": [],
-    "notification_slack_webhook": None,
-    "env": {},
-}
+from app.services.transactions import after_commit
+from app.tasks import dispatch
 
 
 def create_job(*, actor: Actor, data: dict[str, Any]) -> Job:
@@ -68,111 +39,70 @@ def create_job(*, actor: Actor, data: dict[str, Any]) -> Job:
     db.session.add(job)
     db.session.flush()
     audit.record(actor=actor, action="job_created", resource_type="job", resource_id=job.id,
-                 changes={k: {"old": None, "new": v} for k, v in values.items() if v not in (None, [], {})})
+                 changes={k: {"old": None, "new": audit.jsonable(v)} for k, v in values.items()
+                          if v not in (None, [], {})})
     announce_job_change(job.id)
     return job
 
 
-def validate_job_fields(values: dict[str, Any]) -> dict[str, Any]:
-    """Check every field of a job, collecting all errors before raising.
-
-    Returns:
-      the values, normalized (names stripped, empty strings as None).
+def pause_job(*, actor: Actor, job_id: UUID) -> Job:
+    """Pause a job: it fires nothing until resumed. Pausing a paused job changes nothing.
 
     Raises:
-      InvalidInput: naming each bad field and what would be accepted.
+      NotFound, Forbidden: as for any change to the job.
     """
-    errors: dict[str, str] = {}
-    values = dict(values)
-
-    name = values.get("name")
-    if not isinstance(name, str) or not name.strip():
-        errors["name"] = "is required: give the job a name"
-    elif len(name.strip()) > MAX_NAME:
-        errors["name"] = f"must be at most {MAX_NAME} characters"
-    else:
-        values["name"] = name.strip()
-
-    if values.get("description") is not None and len(values["description"]) > MAX_DESCRIPTION:
-        errors["description"] = f"must be at most {MAX_DESCRIPTION} characters"
-
-    if values.get("job_type") not in JOB_TYPES:
-        errors["job_type"] = f"must be one of {', '.join(JOB_TYPES)}"
-
-    for key in ("script", "script_url", "script_ref", "script_path", "schedule",
-                "notification_slack_webhook", "description"):
-        if isinstance(values.get(key), str) and not values[key].strip():
-            values[key] = None
-    script, script_url = values.get("script"), values.get("script_url")
-    if (script is None) == (script_url is None):
-        message = "give exactly one of script (inline) or script_url (a Git repository)"
-        errors["script"] = errors["script_url"] = message
-    elif script is not None and len(script.encode()) > MAX_SCRIPT_BYTES:
-        errors["script"] = f"must be at most {MAX_SCRIPT_BYTES // 1024} KiB"
-    elif script_url is not None:
-        if len(script_url) > MAX_URL:
-            errors["script_url"] = f"must be at most {MAX_URL} characters"
-        elif not values.get("script_path"):
-            errors["script_path"] = "is required with script_url: the script's path in the repository"
-    if script is not None and (values.get("script_ref") or values.get("script_path")):
-        errors["script_ref" if values.get("script_ref") else "script_path"] = \
-            "only applies to script_url; remove it or use script_url"
-
-    try:
-        schedules.parse_timezone(values.get("timezone"))
-    except InvalidInput as exc:
-        errors.update({k: v[0] for k, v in exc.errors.items()})
-    else:
-        if values.get("schedule") is not None:
-            try:
-                schedules.parse_cron(values["schedule"], values["timezone"])
-            except InvalidInput as exc:
-                errors.update({k: v[0] for k, v in exc.errors.items()})
-
-    _check_int(errors, values, "timeout_minutes", 1, MAX_TIMEOUT_MINUTES)
-    if values.get("timeout_seconds") is not None:
-        _check_int(errors, values, "timeout_seconds", 1, MAX_TIMEOUT_MINUTES * 60)
-    _check_int(errors, values, "max_retries", 0, MAX_RETRIES)
-    _check_int(errors, values, "retry_delay_minutes", 0, 24 * 60)
-    if not isinstance(values.get("concurrent_allowed"), bool):
-        errors["concurrent_allowed"] = "must be true or false"
-
-    emails = values.get("notification_emails") or []
-    if not isinstance(emails, list) or len(emails) > MAX_EMAILS:
-        errors["notification_emails"] = f"must be a list of at most {MAX_EMAILS} email addresses"
-    else:
-        bad = [e for e in emails if not isinstance(e, str) or not _EMAIL.match(e)]
-        if bad:
-            errors["notification_emails"] = f"not an email address: {', '.join(map(str, bad[:3]))}"
-    values["notification_emails"] = emails
-
-    webhook = values.get("notification_slack_webhook")
-    if webhook is not None and (len(webhook) > MAX_URL or not webhook.startswith(("https://", "http://"))):
-        errors["notification_slack_webhook"] = "must be an https:// URL of a Slack incoming webhook"
-
-    env = values.get("env") or {}
-    if not isinstance(env, dict) or len(env) > MAX_ENV_VARS:
-        errors["env"] = f"must be an object of at most {MAX_ENV_VARS} NAME: value pairs"
-    else:
-        for key, value in env.items():
-            if not _ENV_NAME.match(str(key)) or str(key).upper().startswith("JOBPLANE_"):
-                errors["env"] = (f"variable name {key!r} is not allowed: use letters, digits and _, "
-                                 "not starting with a digit or JOBPLANE_")
-                break
-            if not isinstance(value, str):
-                errors["env"] = f"value of {key} must be a string"
-                break
-    values["env"] = env
-
-    if errors:
-        raise InvalidInput(errors)
-    return values
+    job = _get_editable(actor, job_id)
+    if job.status == "disabled":
+        return job
+    job.status, job.paused_at = "disabled", utcnow()
+    audit.record(actor=actor, action="job_paused", resource_type="job", resource_id=job.id,
+                 changes={"status": {"old": "active", "new": "disabled"}})
+    announce_job_change(job.id)
+    return job
 
 
-def _check_int(errors: dict[str, str], values: dict[str, Any], key: str, low: int, high: int) -> None:
-    value = values.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        errors[key] = f"must be a whole number from {low} to {high}"
+def resume_job(*, actor: Actor, job_id: UUID) -> tuple[Job, FireResult]:
+    """Resume a paused job. Fire times of the pause are not replayed, unless the job's misfire
+    policy says so: ``run_latest`` runs the latest, ``run_all`` each (capped), both only within
+    the job's max lateness.
+
+    Returns:
+      the job, and what the replay recorded (its queued runs are sent after the commit).
+    """
+    job = _get_editable(actor, job_id)
+    if job.status != "disabled":
+        return job, FireResult()
+    paused_at = job.paused_at
+    job.status, job.paused_at = "active", None
+    audit.record(actor=actor, action="job_resumed", resource_type="job", resource_id=job.id,
+                 changes={"status": {"old": "disabled", "new": "active"}})
+    announce_job_change(job.id)
+    db.session.flush()
+    return job, _replay_pause(job, paused_at)
+
+
+def _replay_pause(job: Job, paused_at) -> FireResult:
+    if job.schedule is None or paused_at is None or job.misfire_policy == "skip":
+        return FireResult()
+    config = current_app.config
+    now = utcnow()
+    since = max(paused_at, now - timedelta(seconds=job.max_lateness_seconds))
+    limit = config["MISFIRE_RUN_ALL_CAP"] if job.misfire_policy == "run_all" else 1
+    times = firing.fire_times_between(job, since, now, limit=limit)
+    result = firing.record_fires(job_id=job.id, run_times=times, fired_by="resume", replay=True,
+                                 misfire_threshold=timedelta(seconds=config["MISFIRE_THRESHOLD_SECONDS"]),
+                                 run_all_cap=config["MISFIRE_RUN_ALL_CAP"], now=now)
+    if result.queued:
+        send = dispatch.run_execution_sender()
+        after_commit(lambda: [send(execution_id) for execution_id in result.queued])
+    return result
+
+
+def _get_editable(actor: Actor, job_id: UUID) -> Job:
+    job = get_job(actor=actor, job_id=job_id)
+    if not access.can_edit_job(actor, job):
+        raise Forbidden("only the job's owner or an admin may change it")
+    return job
 
 
 def get_job(*, actor: Actor, job_id: UUID) -> Job:
@@ -196,6 +126,19 @@ def list_jobs(*, actor: Actor, limit: int = 100, offset: int = 0) -> tuple[list[
 
 
 def schedulable_jobs() -> list[Job]:
-    """Every job the scheduler should have a trigger for: active and with a schedule."""
+    """Every job the scheduler should have a trigger for: active, with a schedule, or with a
+    one-time ``run_at`` that has not fired yet."""
+    fired_once = select(Execution.id).where(Execution.job_id == Job.id, Execution.scheduled_for == Job.run_at)
     return list(db.session.scalars(
-        select(Job).where(Job.status == "active", Job.schedule.is_not(None))).all())
+        select(Job).where(Job.status == "active",
+                          or_(Job.schedule.is_not(None), and_(Job.run_at.is_not(None), ~exists(fired_once)))))
+        .all())
+
+
+def is_schedulable(job: Job) -> bool:
+    if job.status != "active":
+        return False
+    if job.schedule is not None:
+        return True
+    return job.run_at is not None and db.session.scalar(
+        select(func.count()).where(Execution.job_id == job.id, Execution.scheduled_for == job.run_at)) == 0

@@ -22,6 +22,7 @@ from app.extensions import db
 from app.models.base import utcnow
 from app.services import executions
 from app.services.executions import Claim
+from app.tasks import dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,21 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
     """Claim and run an execution; a delivery that loses the claim does nothing.
 
     Returns:
-      the final status, or None when this delivery did not win the claim.
+      the final status, "deferred" when the job's max_concurrent holds it back, or None when
+      this delivery did not win the claim.
     """
     execution_id = UUID(str(execution_id))
+    config = current_app.config
     with db.unit_of_work():
-        claim = executions.claim_execution(execution_id=execution_id, worker_id=worker_id())
+        outcome = executions.claim_execution(execution_id=execution_id, worker_id=worker_id())
+    if outcome.deferred:
+        # Held back by the job's max_concurrent: offer it again shortly.
+        dispatch.run_execution_sender()(execution_id, delay_seconds=config["CONCURRENCY_RETRY_SECONDS"])
+        return "deferred"
+    claim = outcome.claim
     if claim is None:
         logger.info("execution %s already claimed or not queued; delivery dropped", execution_id)
         return None
-    config = current_app.config
     writer = LogWriter(claim, flush_seconds=config["LOG_FLUSH_SECONDS"],
                        heartbeat_seconds=config["HEARTBEAT_SECONDS"], cap_bytes=config["LOG_CAP_BYTES"])
     spec = RunSpec(execution_id=str(execution_id), job_type=claim.job.job_type,

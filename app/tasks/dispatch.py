@@ -19,16 +19,21 @@ EXECUTIONS_QUEUE = "executions"
 RUN_EXECUTION = "run_execution"
 
 
-def run_execution_sender() -> Callable[[UUID], None]:
+def run_execution_sender() -> Callable[..., None]:
     """A function sending ``run_execution(execution_id)`` through the current app's broker.
 
     The broker is looked up now, so the function can be called after the app context is gone
-    (from an after-commit hook).
+    (from an after-commit hook).  It takes an optional ``delay_seconds``.
     """
     broker = queue.broker
-    return lambda execution_id: send(broker, EXECUTIONS_QUEUE, RUN_EXECUTION, str(execution_id))
+
+    def send_run(execution_id: UUID, delay_seconds: float | None = None) -> None:
+        send(broker, EXECUTIONS_QUEUE, RUN_EXECUTION, str(execution_id), delay_seconds=delay_seconds)
+
+    return send_run
 
 
-def send(broker: dramatiq.Broker, queue_name: str, actor_name: str, *args) -> None:
-    broker.enqueue(Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={},
-                           options={}))
+def send(broker: dramatiq.Broker, queue_name: str, actor_name: str, *args,
+         delay_seconds: float | None = None) -> None:
+    message = Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})
+    broker.enqueue(message, delay=int(delay_seconds * 1000) if delay_seconds else None)

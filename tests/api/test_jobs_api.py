@@ -77,6 +77,7 @@ BAD_INPUT = [
     ("cron with 4 fields", {"schedule": "* * * *"}, "schedule"),
     ("cron with 7 fields", {"schedule": "* * * * * * *"}, "schedule"),
     ("garbage cron", {"schedule": "every day"}, "schedule"),
+    ("cron that never fires", {"schedule": "0 0 30 2 *"}, "schedule"),
     ("unknown job_type", {"job_type": "ruby"}, "job_type"),
     ("both script and script_url", {"script_url": "https://git.example.com/r.git", "script_path": "a.sh"},
      "script"),

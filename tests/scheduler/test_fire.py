@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import delete, select, text
 
 from app.extensions import db
@@ -21,7 +21,8 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 @pytest.fixture
 def job(app, client, admin):
     response = client.post("/api/v1/jobs", headers=admin, json={
-        "name": "minutely", "job_type": "bash", "script": "true", "schedule": "* * * * *"})
+        "name": "minutely", "job_type": "bash", "script": "true", "schedule": "* * * * *",
+        "concurrency_policy": "allow"})
     return response.json
 
 
@@ -37,7 +38,7 @@ def test_a_repeated_fire_creates_nothing(app, job):
     # When the same fire time comes again, with a new one
     second = fire_due_job(app, job["id"], [NOW, NOW + timedelta(minutes=1)])
     # Then only the new fire time gets an execution
-    assert len(first) == 1 and len(second) == 1
+    assert len(first.queued) == 1 and len(second.queued) == 1
     assert scheduled_times(app, job["id"]) == [NOW, NOW + timedelta(minutes=1)]
 
 
@@ -45,7 +46,9 @@ def test_fires_of_a_job_no_longer_active_create_nothing(app, job):
     with app.app_context():
         db.session.get(Job, job["id"]).status = "disabled"
         db.session.commit()
-    assert fire_due_job(app, job["id"], [NOW]) == []
+    result = fire_due_job(app, job["id"], [NOW])
+    assert (result.queued, result.skipped, result.missed) == ([], [], [])
+    assert scheduled_times(app, job["id"]) == []
 
 
 def test_fire_messages_go_out_only_after_commit(app, job):
@@ -58,8 +61,8 @@ def test_fire_messages_go_out_only_after_commit(app, job):
     assert client.hlen(queue_key) == 1, (broker, client.keys("*"))
 
 
-def test_fire_executor_skips_fire_times_past_the_grace_and_fires_the_rest(app, job):
-    executor = FireExecutor(app, misfire_grace_seconds=60)
+def test_fire_executor_hands_every_due_time_to_the_misfire_policy(app, job):
+    executor = FireExecutor(app)
     scheduler = BackgroundScheduler(timezone="UTC")
     executor.start(scheduler, "default")
 
@@ -69,7 +72,10 @@ def test_fire_executor_skips_fire_times_past_the_grace_and_fires_the_rest(app, j
 
     old, recent = datetime.now(timezone.utc) - timedelta(minutes=5), datetime.now(timezone.utc) - timedelta(seconds=5)
     executor.submit_job(StoredJob, [old, recent])
-    assert scheduled_times(app, job["id"]) == [recent]
+    # run_latest (the default): the on-time fire runs, the late one is recorded as missed
+    with app.app_context():
+        rows = {e.scheduled_for: e.status for e in db.session.scalars(select(Execution))}
+    assert rows == {old: "missed", recent: "queued"}
 
 
 def test_reconcile_rebuilds_a_lost_or_unreadable_job_store_row(app, job):
@@ -106,7 +112,7 @@ def test_reconcile_keeps_a_pending_fire_time_when_nothing_changed(app, job):
             db.session.get(Job, job["id"]).schedule = "0 * * * *"
             db.session.commit()
         sync.reconcile(app, scheduler)
-        assert scheduler.get_job(job["id"]).name == "0 * * * *|UTC"
+        assert scheduler.get_job(job["id"]).name.startswith("wall1|0 * * * *|UTC|")
         # And a deleted job leaves the store
         with app.app_context():
             db.session.execute(delete(Execution))

@@ -58,7 +58,7 @@ def test_a_queued_execution_whose_message_was_lost_is_sent_again_and_runs(app, j
 def test_a_running_execution_without_heartbeat_is_declared_lost(app, job):
     execution_id = insert_queued(app, job["id"], minutes_ago=0)
     with app.app_context():
-        claim = executions.claim_execution(execution_id=execution_id, worker_id="dead-worker")
+        claim = executions.claim_execution(execution_id=execution_id, worker_id="dead-worker").claim
         db.session.execute(update(Execution).values(heartbeat_at=utcnow() - timedelta(minutes=5)))
         db.session.commit()
         lost = executions.mark_stale_running_lost(stale_after=timedelta(seconds=30))
@@ -75,9 +75,9 @@ def test_a_running_execution_without_heartbeat_is_declared_lost(app, job):
 def test_only_one_of_two_deliveries_wins_the_claim(app, job):
     execution_id = insert_queued(app, job["id"], minutes_ago=0)
     with app.app_context():
-        first = executions.claim_execution(execution_id=execution_id, worker_id="a")
+        first = executions.claim_execution(execution_id=execution_id, worker_id="a").claim
         db.session.commit()
-        second = executions.claim_execution(execution_id=execution_id, worker_id="b")
+        second = executions.claim_execution(execution_id=execution_id, worker_id="b").claim
         db.session.commit()
         assert first is not None and second is None
         assert db.session.scalar(select(Execution.worker_id)) == "a"
@@ -85,6 +85,7 @@ def test_only_one_of_two_deliveries_wins_the_claim(app, job):
 
 def test_a_message_delivered_twice_runs_once(app, job, processes):
     import redis
+
     from app.tasks import dispatch
 
     processes.worker(WORKER_THREADS=8)
