@@ -78,47 +78,45 @@ def test_fire_executor_hands_every_due_time_to_the_misfire_policy(app, job):
     assert rows == {old: "missed", recent: "queued"}
 
 
-def test_reconcile_rebuilds_a_lost_or_unreadable_job_store_row(app, job):
+@pytest.fixture
+def scheduler(app):
+    """A paused APScheduler on the real job store, as the leader runs it."""
+    engine = app.extensions["jobplane_db"].engine
+    instance = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone="UTC")
+    instance.start(paused=True)
+    yield instance
+    instance.shutdown(wait=False)
+
+
+def test_reconcile_rebuilds_a_lost_or_unreadable_job_store_row(app, job, scheduler):
     # Given a scheduler whose store lost the job's row (or held one it could not unpickle)
-    engine = app.extensions["jobplane_db"].engine
-    scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone="UTC")
-    scheduler.start(paused=True)
-    try:
-        sync.reconcile(app, scheduler)
-        assert scheduler.get_job(job["id"]) is not None
-        with engine.begin() as connection:
-            connection.execute(text("UPDATE apscheduler_jobs SET job_state = 'garbage'"))
-        assert scheduler.get_jobs() == []  # APScheduler drops the row it cannot load…
-        # When the leader reconciles / Then the job is back, from the jobs table
-        sync.reconcile(app, scheduler)
-        assert [j.id for j in scheduler.get_jobs()] == [job["id"]]
-    finally:
-        scheduler.shutdown(wait=False)
+    sync.reconcile(app, scheduler)
+    assert scheduler.get_job(job["id"]) is not None
+    with app.extensions["jobplane_db"].engine.begin() as connection:
+        connection.execute(text("UPDATE apscheduler_jobs SET job_state = 'garbage'"))
+    assert scheduler.get_jobs() == []  # APScheduler drops the row it cannot load…
+    # When the leader reconciles / Then the job is back, from the jobs table
+    sync.reconcile(app, scheduler)
+    assert [j.id for j in scheduler.get_jobs()] == [job["id"]]
 
 
-def test_reconcile_keeps_a_pending_fire_time_when_nothing_changed(app, job):
-    engine = app.extensions["jobplane_db"].engine
-    scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone="UTC")
-    scheduler.start(paused=True)
-    try:
-        sync.reconcile(app, scheduler)
-        overdue = datetime.now(timezone.utc) - timedelta(seconds=30)
-        scheduler.modify_job(job["id"], next_run_time=overdue)
-        # A new leader's reconcile must not move an overdue fire time to the future
-        sync.reconcile(app, scheduler)
-        assert scheduler.get_job(job["id"]).next_run_time == overdue
-        # But a changed schedule does replace the trigger
-        with app.app_context():
-            db.session.get(Job, job["id"]).schedule = "0 * * * *"
-            db.session.commit()
-        sync.reconcile(app, scheduler)
-        assert scheduler.get_job(job["id"]).name.startswith("wall1|0 * * * *|UTC|")
-        # And a deleted job leaves the store
-        with app.app_context():
-            db.session.execute(delete(Execution))
-            db.session.get(Job, job["id"]).status = "deleted"
-            db.session.commit()
-        sync.reconcile(app, scheduler)
-        assert scheduler.get_jobs() == []
-    finally:
-        scheduler.shutdown(wait=False)
+def test_reconcile_keeps_a_pending_fire_time_when_nothing_changed(app, job, scheduler):
+    sync.reconcile(app, scheduler)
+    overdue = datetime.now(timezone.utc) - timedelta(seconds=30)
+    scheduler.modify_job(job["id"], next_run_time=overdue)
+    # A new leader's reconcile must not move an overdue fire time to the future
+    sync.reconcile(app, scheduler)
+    assert scheduler.get_job(job["id"]).next_run_time == overdue
+    # But a changed schedule does replace the trigger
+    with app.app_context():
+        db.session.get(Job, job["id"]).schedule = "0 * * * *"
+        db.session.commit()
+    sync.reconcile(app, scheduler)
+    assert scheduler.get_job(job["id"]).name.startswith("wall1|0 * * * *|UTC|")
+    # And a deleted job leaves the store
+    with app.app_context():
+        db.session.execute(delete(Execution))
+        db.session.get(Job, job["id"]).status = "deleted"
+        db.session.commit()
+    sync.reconcile(app, scheduler)
+    assert scheduler.get_jobs() == []
