@@ -8,6 +8,7 @@ from app.api import errors
 from app.api.executions import blp as executions_blp
 from app.api.jobs import blp as jobs_blp
 from app.api.schedules import blp as schedules_blp
+from app.api.secrets import blp as secrets_blp
 from app.extensions import api
 
 
@@ -23,4 +24,5 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(jobs_blp)
     api.register_blueprint(executions_blp)
     api.register_blueprint(schedules_blp)
+    api.register_blueprint(secrets_blp)
     errors.init_app(app)

@@ -4,7 +4,8 @@ from app.models.audit import AuditLog
 from app.models.base import Base
 from app.models.execution import Execution, ExecutionLogChunk
 from app.models.job import Job
+from app.models.secret import JobSecret
 from app.models.team import Team
 from app.models.user import ApiToken, User
 
-__all__ = ["ApiToken", "AuditLog", "Base", "Execution", "ExecutionLogChunk", "Job", "Team", "User"]
+__all__ = ["ApiToken", "AuditLog", "Base", "Execution", "ExecutionLogChunk", "Job", "JobSecret", "Team", "User"]
