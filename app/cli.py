@@ -72,6 +72,30 @@ def db_upgrade() -> None:
     click.echo("database is at the latest schema")
 
 
+@main.group(help="Job secrets.")
+def secrets() -> None:
+    pass
+
+
+@secrets.command("rotate", help="Re-encrypt stored secrets with the current JOBPLANE_SECRET_KEY "
+                                "(after moving the old key to JOBPLANE_SECRET_KEY_PREVIOUS).")
+def secrets_rotate() -> None:
+    from app import create_app
+    from app.errors import JobplaneError
+    from app.extensions import db
+    from app.services import secrets as job_secrets
+
+    _settings()
+    app = create_app()
+    with app.app_context():
+        try:
+            with db.unit_of_work():
+                count = job_secrets.rotate_secrets()
+        except JobplaneError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"re-encrypted {count} secret value(s) with the current key")
+
+
 @main.command(help="Print every setting as a Markdown table.")
 def settings() -> None:
     click.echo(settings_table())

@@ -125,7 +125,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SWEEP_INTERVAL_SECONDS", 5.0, _parse_float, "how often the leader's sweeper runs"),
     Setting("REQUEUE_AFTER_SECONDS", 30.0, _parse_float,
             "an execution still queued this long is sent to the queue again"),
-    Setting("HEARTBEAT_SECONDS", 5.0, _parse_float, "how often a worker heartbeats a running execution"),
+    Setting("HEARTBEAT_SECONDS", 2.0, _parse_float,
+            "how often a worker heartbeats a running execution (and notices a cancel)"),
     Setting("HEARTBEAT_STALE_SECONDS", 30.0, _parse_float,
             "a running execution whose heartbeat is older than this is declared lost by the sweeper"),
     Setting("SANDBOX", "auto", _choice("auto", "bubblewrap", "none"),
@@ -134,12 +135,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BASH", "/bin/bash", _parse_str, "Bash for bash jobs"),
     Setting("RUN_DIR", None, _parse_str,
             "where working directories of runs are created (default: a temporary directory)"),
+    Setting("GIT_TIMEOUT_SECONDS", 120.0, _parse_float, "longest a Git fetch of a job's script may take"),
+    Setting("GIT_ALLOW_LOCAL", False, _parse_bool,
+            "allow script_url to be a path or file:// URL on the worker (off: it could read any repository there)"),
     Setting("KILL_GRACE_SECONDS", 10.0, _parse_float,
             "after a timeout, SIGTERM then this long before SIGKILL of the whole process group"),
     Setting("LOG_CAP_BYTES", 50 * 1024 * 1024, _parse_int,
             "largest stored log per execution; the rest is replaced by a truncation marker"),
     Setting("LOG_FLUSH_SECONDS", 0.2, _parse_float, "how often buffered output is appended to the log"),
     Setting("MAX_BODY_BYTES", 1024 * 1024, _parse_int, "largest accepted request body"),
+    Setting("SECRETS_BACKEND", "database", _choice("database", "azure-keyvault"),
+            "where job secret values are kept: database (encrypted with JOBPLANE_SECRET_KEY) or "
+            "azure-keyvault (docs/secrets.md)"),
+    Setting("SECRET_KEY_PREVIOUS", None, _parse_str,
+            "comma-separated former JOBPLANE_SECRET_KEY values that still decrypt stored secrets, "
+            "while rotating keys"),
+    Setting("KEYVAULT_URL", None, _parse_str,
+            "azure-keyvault: the vault's URL, e.g. https://myvault.vault.azure.net"),
+    Setting("KEYVAULT_CA_BUNDLE", None, _parse_str,
+            "azure-keyvault: PEM file of the CAs trusted for the vault's TLS certificate "
+            "(default: the system's; for a TLS-inspecting proxy or a test vault)"),
+    Setting("KEYVAULT_TIMEOUT_SECONDS", 10.0, _parse_float,
+            "azure-keyvault: connect and read timeout of each request to the vault"),
+    Setting("KEYVAULT_RETRIES", 2, _parse_int,
+            "azure-keyvault: retries of a failed request to the vault before a run fails"),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -192,6 +211,9 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
                               "the output of `python3 -c 'import secrets; print(secrets.token_hex(32))'`")
         values["SECRET_KEY"] = _standalone_secret(data_dir) if values["ENV"] == "standalone" \
             else secrets.token_hex(32)
+    if values.get("SECRETS_BACKEND") == "azure-keyvault" and not values.get("KEYVAULT_URL"):
+        raise ConfigError("JOBPLANE_SECRETS_BACKEND is azure-keyvault but JOBPLANE_KEYVAULT_URL is not set; set "
+                          "it to your vault, e.g. https://myvault.vault.azure.net")
     if not values["PYTHON"]:
         values["PYTHON"] = _default_python()
     for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS"):

@@ -22,7 +22,7 @@ from app.extensions import db, queue
 from app.migrate import upgrade
 from app.scheduler.leader import FileLeaderLock
 from app.scheduler.service import SchedulerService
-from app.services import executions
+from app.services import sweeper
 from app.tasks.middleware import AppContextMiddleware
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def run_standalone(overrides: dict[str, Any] | None = None) -> int:
 def _recover(app) -> None:
     """Re-send queued executions; runs left 'running' died with the previous process."""
     with app.app_context(), db.unit_of_work():
-        lost = executions.mark_stale_running_lost(stale_after=timedelta(0))
-        resent = executions.resend_stale_queued(older_than=timedelta(0))
+        lost = sweeper.mark_stale_running_lost(stale_after=timedelta(0))
+        resent = sweeper.resend_stale_queued(older_than=timedelta(0))
     if lost or resent:
         logger.warning("recovered after restart: %d execution(s) re-sent, %d declared lost",
                        len(resent), len(lost))

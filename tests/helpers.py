@@ -27,6 +27,20 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def processes_with(marker: str) -> list[int]:
+    """Pids of the processes on this machine whose command line contains ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 def process_env(settings: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, str]:
     """The environment of a Jobplane process: this one's, minus JOBPLANE_*, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPLANE_")}
@@ -68,10 +82,14 @@ class ProcessGroup:
 
     @staticmethod
     def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
+        """Signal the process, its group and every descendant (Dramatiq's worker processes
+        put themselves in process groups of their own)."""
+        family = [process.pid, *_descendants(process.pid)]
+        for target in family:
+            try:
+                os.killpg(target, sig) if target == process.pid else os.kill(target, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         if sig == signal.SIGKILL:
             process.wait(timeout=10)
 
@@ -82,3 +100,21 @@ class ProcessGroup:
 
     def logs(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}" for _, log in self.started)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found

@@ -35,6 +35,11 @@ def test_production_needs_a_database_and_a_secret_key():
         load_settings(environ={"JOBPLANE_DATABASE_URL": "sqlite://"})
 
 
+def test_key_vault_backend_needs_its_url():
+    with pytest.raises(ConfigError, match="JOBPLANE_KEYVAULT_URL is not set"):
+        load_settings(environ={**BASE, "JOBPLANE_SECRETS_BACKEND": "azure-keyvault"})
+
+
 def test_standalone_uses_sqlite_in_the_data_dir_and_keeps_its_key(tmp_path):
     environ = {"JOBPLANE_ENV": "standalone", "JOBPLANE_DATA_DIR": str(tmp_path)}
     first, second = load_settings(environ=environ), load_settings(environ=environ)

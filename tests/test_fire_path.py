@@ -3,7 +3,6 @@ on PostgreSQL and Redis, a job from the API to a stored log and status."""
 
 from __future__ import annotations
 
-import os
 import random
 from datetime import datetime
 
@@ -12,7 +11,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Execution
-from tests.helpers import wait_for
+from tests.helpers import processes_with, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,17 +113,4 @@ def test_a_script_past_its_timeout_ends_timed_out_and_its_processes_are_gone(app
     assert result["status"] == "timed_out", result
     assert "started" in result["logs"] and "never" not in result["logs"]
     assert datetime.now().timestamp() - started < 2 + 1 + 5 + 3
-    wait_for(lambda: not _processes_running(marker), timeout=5, message=f"sleep {marker} to be gone")
-
-
-def _processes_running(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if marker.encode() in handle.read():
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
+    wait_for(lambda: not processes_with(marker), timeout=5, message=f"sleep {marker} to be gone")

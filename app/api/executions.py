@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
-from app.api.schemas import ExecutionDetailSchema
+from app.api.schemas import ExecutionDetailSchema, ExecutionSchema
 from app.services import executions
 
 blp = Blueprint("executions", __name__, url_prefix="/api/v1/executions",
@@ -24,3 +24,15 @@ class ExecutionById(MethodView):
         execution = executions.get_execution(actor=current_actor(), execution_id=execution_id)
         execution.logs = executions.read_log(execution_id=execution.id)
         return execution
+
+
+@blp.route("/<uuid:execution_id>/cancel")
+class ExecutionCancel(MethodView):
+    @blp.response(200, ExecutionSchema)
+    def post(self, execution_id: UUID):
+        """Cancel a queued or running execution: no process of it survives (owner or admin).
+
+        A running one is stopped at its worker's next heartbeat: SIGTERM, the grace period,
+        SIGKILL of its process group. 409 if it has already ended.
+        """
+        return executions.cancel_execution(actor=current_actor(), execution_id=execution_id)

@@ -13,12 +13,29 @@ Tick = Callable[[], bool]
 
 
 @dataclass(frozen=True)
+class ResourceLimits:
+    """Per-run limits (spec defaults: 1 CPU, 2 GB)."""
+
+    cpus: int = 1
+    memory_mb: int = 2048
+    cpu_time_seconds: int | None = None
+    open_files: int = 1024
+    processes: int = 512
+
+
+@dataclass(frozen=True)
 class RunSpec:
     execution_id: str
     job_type: str  # "python" or "bash"
-    script: str
     timeout_seconds: float
+    #: inline script, or a Git repository holding it (url, ref, path)
+    script: str | None = None
+    script_url: str | None = None
+    script_ref: str | None = None
+    script_path: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    network: bool = True
+    limits: ResourceLimits = field(default_factory=ResourceLimits)
 
 
 @dataclass
@@ -29,6 +46,8 @@ class RunResult:
     started_at: datetime | None
     completed_at: datetime
     sandboxed: bool
+    peak_memory_kb: int | None = None
+    cpu_seconds: float | None = None
 
 
 class Executor(Protocol):

@@ -1,8 +1,9 @@
 """Wrapping a run's command in bubblewrap: a private view of the system for each run.
 
 The run sees a read-only /usr (and the few /etc files programs need), a private /tmp, its own
-working directory at /work, fresh PID/IPC/UTS namespaces and no view of Jobplane's files.  When
-the sandbox's first process dies the kernel kills everything else in its PID namespace, so no
+working directory at /work, fresh PID/IPC/UTS/network namespaces (the network is shared unless
+the job switches it off) and no view of Jobplane's files.  The script runs as the first process
+of its PID namespace: when it dies the kernel kills everything else in the namespace, so no
 process of a run can outlive it.
 """
 
@@ -35,7 +36,10 @@ def wrap(argv: list[str], *, workdir: str, network: bool = True,
                                  "bubblewrap) or set JOBPLANE_SANDBOX=none")
     # No --new-session: the run stays in the process group the executor signals. It has no
     # controlling terminal (the executor starts it in a new session), so TIOCSTI is no threat.
-    command = [bwrap, "--unshare-all", "--die-with-parent"]
+    # --as-pid-1: the script is the namespace's first process and bubblewrap's own child, so
+    # its exit takes every other process of the run with it, and wait4() on bubblewrap reports
+    # the script's resource usage.
+    command = [bwrap, "--unshare-all", "--die-with-parent", "--as-pid-1"]
     if network:
         command.append("--share-net")
     for path in _READ_ONLY + extra_read_only:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -35,8 +36,9 @@ class Execution(Base):
     __tablename__ = "executions"
     __table_args__ = (
         # A repeated fire (failover, crash before APScheduler stored its next run time)
-        # inserts nothing: the heart of "exactly once".
-        UniqueConstraint("job_id", "scheduled_for", name="uq_executions_job_id_scheduled_for"),
+        # inserts nothing: the heart of "exactly once". Retries of a fire are further attempts
+        # of the same fire time.
+        UniqueConstraint("job_id", "scheduled_for", "attempt", name="uq_executions_job_id_scheduled_for_attempt"),
         Index("ix_executions_status", "status"),
         Index("ix_executions_started_at", "started_at"),
         Index("ix_executions_job_id_created_at", "job_id", "created_at"),
@@ -52,10 +54,19 @@ class Execution(Base):
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
     triggered_by: Mapped[str] = mapped_column(String(50), default="scheduled")
     attempt: Mapped[int] = mapped_column(Integer, default=1)
+    #: for a retry, the first attempt of the same fire
+    first_attempt_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("executions.id", ondelete="CASCADE"))
+    #: not to be started before this (a retry's backoff); NULL: as soon as possible
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     exit_code: Mapped[int | None] = mapped_column(Integer)
+    #: resources used by the run: peak resident memory and CPU time (user + system)
+    peak_memory_kb: Mapped[int | None] = mapped_column(BigInteger)
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)
+    #: whether the run was isolated by bubblewrap (False: a plain process, said loudly)
+    sandboxed: Mapped[bool | None] = mapped_column(Boolean)
     error_message: Mapped[str | None] = mapped_column(Text)
     #: why it was skipped, missed or cancelled (the fire ledger's answer to "why not")
     reason: Mapped[str | None] = mapped_column(Text)

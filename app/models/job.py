@@ -15,6 +15,8 @@ JOB_TYPES = ("python", "bash")
 JOB_STATUSES = ("active", "disabled", "deleted")
 #: What to do with fire times that passed while no scheduler could fire them.
 MISFIRE_POLICIES = ("skip", "run_latest", "run_all")
+#: Outcomes a job may retry.
+RETRYABLE_OUTCOMES = ("failed", "timed_out", "lost")
 #: What a fire does while an earlier run of the job is still queued or running.
 CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
 
@@ -65,6 +67,19 @@ class Job(Base):
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
     retry_delay_minutes: Mapped[int] = mapped_column(Integer, default=5)
+    #: finer than the spec's minutes; when set, it is the retry delay
+    retry_delay_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: backoff: attempt n waits the retry delay × 2^(n-2), at most this long
+    retry_delay_max_seconds: Mapped[int] = mapped_column(Integer, default=3600)
+    #: outcomes that are retried
+    retry_on: Mapped[list[str]] = mapped_column(JSONType, default=lambda: list(RETRYABLE_OUTCOMES))
+    #: sandbox: network access, and resource limits per run (spec defaults: 1 CPU, 2 GB)
+    network_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    cpu_limit: Mapped[int] = mapped_column(Integer, default=1)
+    memory_limit_mb: Mapped[int] = mapped_column(Integer, default=2048)
+    cpu_time_limit_seconds: Mapped[int | None] = mapped_column(Integer)
+    max_open_files: Mapped[int] = mapped_column(Integer, default=1024)
+    max_processes: Mapped[int] = mapped_column(Integer, default=512)
     #: the spec's flag, kept in step with ``concurrency_policy`` (allow ↔ true)
     concurrent_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(50), default="active")

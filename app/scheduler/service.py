@@ -18,7 +18,7 @@ from app.scheduler import sync
 from app.scheduler.executor import FireExecutor
 from app.scheduler.leader import LeaderLock
 from app.scheduler.listener import JobChangeListener
-from app.services import executions
+from app.services import sweeper
 from app.services.scheduler_signal import add_listener
 
 logger = logging.getLogger(__name__)
@@ -139,9 +139,9 @@ class SchedulerService:
         """Re-send executions whose message was lost; declare lost the runs whose worker died."""
         try:
             with self.app.app_context(), db.unit_of_work():
-                resent = executions.resend_stale_queued(
+                resent = sweeper.resend_stale_queued(
                     older_than=timedelta(seconds=self.config["REQUEUE_AFTER_SECONDS"]))
-                lost = executions.mark_stale_running_lost(
+                lost = sweeper.mark_stale_running_lost(
                     stale_after=timedelta(seconds=self.config["HEARTBEAT_STALE_SECONDS"]))
             if resent or lost:
                 logger.warning("sweeper: re-sent %d queued execution(s), declared %d lost", len(resent), len(lost))

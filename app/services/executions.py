@@ -6,18 +6,15 @@ only after the commit, and only the claim winner's updates count.
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from uuid import UUID
 
 from sqlalchemy import func, select, update
 
-from app.errors import Forbidden, InvalidInput, NotFound
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.extensions import db
 from app.models import Execution, ExecutionLogChunk, Job
 from app.models.base import utcnow
-from app.models.execution import EXECUTION_STATUSES
+from app.models.execution import ACTIVE_STATUSES, EXECUTION_STATUSES
 from app.services import access, audit, firing, jobs
 from app.services.actors import Actor
 from app.services.transactions import after_commit
@@ -44,11 +41,11 @@ def trigger_manual_run(*, actor: Actor, job_id: UUID) -> Execution:
     db.session.flush()
     audit.record(actor=actor, action="job_executed", resource_type="job", resource_id=job.id,
                  changes={"execution_id": {"old": None, "new": str(execution.id)}})
-    _send_after_commit([execution.id])
+    send_after_commit([execution.id])
     return execution
 
 
-def _send_after_commit(execution_ids: list[UUID]) -> None:
+def send_after_commit(execution_ids: list[UUID]) -> None:
     if execution_ids:
         send = dispatch.run_execution_sender()
         after_commit(lambda: [send(execution_id) for execution_id in execution_ids])
@@ -102,140 +99,30 @@ def read_log(*, execution_id: UUID, offset: int = 0, limit: int | None = None) -
     return text[offset:] if limit is None else text[offset:offset + limit]
 
 
-@dataclass(frozen=True)
-class ClaimOutcome:
-    """A claim won, lost to another delivery (``claim`` None), or deferred by ``max_concurrent``."""
+def cancel_execution(*, actor: Actor, execution_id: UUID) -> Execution:
+    """Cancel a queued or running execution (``POST /executions/{id}/cancel``).
 
-    claim: "Claim | None"
-    deferred: bool = False
+    A queued one never starts; a running one loses its claim, and its worker stops the run at
+    its next heartbeat (SIGTERM, the grace period, then SIGKILL of its whole process group).
 
-
-@dataclass(frozen=True)
-class Claim:
-    """What the worker that won an execution needs to run it."""
-
-    execution_id: UUID
-    token: str
-    job: Job
-    scheduled_for: datetime
-    attempt: int
-
-
-def claim_execution(*, execution_id: UUID, worker_id: str) -> ClaimOutcome:
-    """Take a queued execution for this worker with one conditional update.
-
-    A job that allows overlapping runs up to ``max_concurrent`` is checked under its row lock,
-    so the limit holds across every worker; a run over the limit stays queued (deferred).
-
-    Returns:
-      the outcome: ``claim`` is None when another delivery took it or it is no longer queued.
+    Raises:
+      NotFound: no execution the actor may see.
+      Forbidden: the actor may see it but not manage its job.
+      Conflict: it has already ended.
     """
-    job_id = db.session.scalar(select(Execution.job_id).where(Execution.id == execution_id))
-    if job_id is None:
-        return ClaimOutcome(None)
-    job = firing.lock_job(job_id)
-    if job is not None and job.concurrency_policy == "allow" and job.max_concurrent:
-        running = db.session.scalar(select(func.count()).where(
-            Execution.job_id == job_id, Execution.status == "running"))
-        if running >= job.max_concurrent:
-            db.session.execute(update(Execution).where(Execution.id == execution_id, Execution.status == "queued")
-                               .values(sent_at=utcnow()).execution_options(synchronize_session=False))
-            return ClaimOutcome(None, deferred=True)
-    token = secrets.token_hex(16)
-    now = utcnow()
+    execution = get_execution(actor=actor, execution_id=execution_id)
+    job = db.session.get(Job, execution.job_id)
+    if not access.can_run_job(actor, job):
+        raise Forbidden("only the job's owner or an admin may cancel its runs")
+    previous = execution.status
+    who = actor.user.email if actor.user else "jobplane"
     result = db.session.execute(
-        update(Execution)
-        .where(Execution.id == execution_id, Execution.status == "queued")
-        .values(status="running", claim_token=token, worker_id=worker_id, started_at=now, heartbeat_at=now)
+        update(Execution).where(Execution.id == execution_id, Execution.status.in_(ACTIVE_STATUSES))
+        .values(status="cancelled", claim_token=None, completed_at=utcnow(), reason=f"cancelled by {who}")
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
-        return ClaimOutcome(None)
-    execution = db.session.get(Execution, execution_id)
+        raise Conflict(f"execution {execution_id} has already ended ({previous}); there is nothing to cancel")
+    audit.record(actor=actor, action="execution_cancelled", resource_type="execution", resource_id=execution_id,
+                 changes={"status": {"old": previous, "new": "cancelled"}})
     db.session.refresh(execution)
-    job = db.session.get(Job, execution.job_id)
-    return ClaimOutcome(Claim(execution_id=execution_id, token=token, job=job,
-                              scheduled_for=execution.scheduled_for, attempt=execution.attempt))
-
-
-def append_log(*, claim: Claim, chunks: list[tuple[str, str]], truncated: bool = False) -> bool:
-    """Append output chunks ``(stream, text)`` and heartbeat, if the claim still holds.
-
-    Returns:
-      False when the claim was revoked (the sweeper declared the run lost): stop the run.
-    """
-    size = sum(len(text.encode()) for _, text in chunks)
-    values = {"heartbeat_at": utcnow(), "log_bytes": Execution.log_bytes + size}
-    if truncated:
-        values["log_truncated"] = True
-    result = db.session.execute(
-        update(Execution)
-        .where(Execution.id == claim.execution_id, Execution.claim_token == claim.token,
-               Execution.status == "running")
-        .values(**values)
-        .returning(Execution.log_bytes)
-        .execution_options(synchronize_session=False))
-    new_total = result.scalar()
-    if new_total is None:
-        return False
-    if chunks:
-        last_seq = db.session.scalar(select(func.max(ExecutionLogChunk.seq))
-                                     .where(ExecutionLogChunk.execution_id == claim.execution_id))
-        seq = 0 if last_seq is None else last_seq + 1
-        offset = new_total - size
-        for stream, text in chunks:
-            db.session.add(ExecutionLogChunk(execution_id=claim.execution_id, seq=seq, offset=offset,
-                                             stream=stream, data=text))
-            seq += 1
-            offset += len(text.encode())
-    return True
-
-
-def finish_execution(*, claim: Claim, status: str, exit_code: int | None, error_message: str | None,
-                     started_at: datetime | None, completed_at: datetime) -> bool:
-    """Record the outcome of a claimed run. Returns False if the claim was revoked meanwhile."""
-    values = {"status": status, "exit_code": exit_code, "error_message": error_message,
-              "completed_at": completed_at, "heartbeat_at": completed_at}
-    if started_at is not None:
-        values["started_at"] = started_at
-        values["duration_seconds"] = round((completed_at - started_at).total_seconds(), 3)
-    result = db.session.execute(
-        update(Execution)
-        .where(Execution.id == claim.execution_id, Execution.claim_token == claim.token,
-               Execution.status == "running")
-        .values(**values)
-        .execution_options(synchronize_session=False))
-    return result.rowcount == 1
-
-
-def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID]:
-    """Send again the executions still queued after ``older_than`` (a lost message, a crash
-    between commit and send). A second delivery is harmless: only one claim can win."""
-    cutoff = utcnow() - older_than
-    ids = list(db.session.scalars(
-        select(Execution.id).where(Execution.status == "queued", Execution.created_at <= cutoff,
-                                   Execution.sent_at <= cutoff)
-        .order_by(Execution.created_at).limit(limit)))
-    if ids:
-        db.session.execute(update(Execution).where(Execution.id.in_(ids))
-                           .values(sent_at=utcnow(), send_count=Execution.send_count + 1)
-                           .execution_options(synchronize_session=False))
-        _send_after_commit(ids)
-    return ids
-
-
-def mark_stale_running_lost(*, stale_after: timedelta, limit: int = 500) -> list[UUID]:
-    """Declare lost the runs whose worker stopped heartbeating; their claims are revoked."""
-    cutoff = utcnow() - stale_after
-    ids = list(db.session.scalars(
-        select(Execution.id).where(Execution.status == "running", Execution.heartbeat_at < cutoff)
-        .limit(limit)))
-    if ids:
-        now = utcnow()
-        db.session.execute(
-            update(Execution).where(Execution.id.in_(ids), Execution.status == "running",
-                                    Execution.heartbeat_at < cutoff)
-            .values(status="lost", completed_at=now, claim_token=None,
-                    error_message=f"the worker stopped reporting for over {int(stale_after.total_seconds())} s "
-                                  "(killed or out of memory?)")
-            .execution_options(synchronize_session=False))
-    return ids
+    return execution

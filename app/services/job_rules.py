@@ -8,7 +8,7 @@ from typing import Any
 
 from app.errors import InvalidInput
 from app.models.base import utcnow
-from app.models.job import CONCURRENCY_POLICIES, JOB_TYPES, MISFIRE_POLICIES
+from app.models.job import CONCURRENCY_POLICIES, JOB_TYPES, MISFIRE_POLICIES, RETRYABLE_OUTCOMES
 from app.services import schedules
 
 #: Limits that keep one job from filling the database.
@@ -46,6 +46,15 @@ JOB_FIELDS: dict[str, Any] = {
     "timeout_seconds": None,
     "max_retries": 0,
     "retry_delay_minutes": 5,
+    "retry_delay_seconds": None,
+    "retry_delay_max_seconds": 3600,
+    "retry_on": ["failed", "timed_out", "lost"],
+    "network_enabled": True,
+    "cpu_limit": 1,
+    "memory_limit_mb": 2048,
+    "cpu_time_limit_seconds": None,
+    "max_open_files": 1024,
+    "max_processes": 512,
     "concurrent_allowed": None,
     "notification_emails": [],
     "notification_slack_webhook": None,
@@ -120,6 +129,7 @@ def validate_job_fields(values: dict[str, Any]) -> dict[str, Any]:
         _check_int(errors, values, "timeout_seconds", 1, MAX_TIMEOUT_MINUTES * 60)
     _check_int(errors, values, "max_retries", 0, MAX_RETRIES)
     _check_int(errors, values, "retry_delay_minutes", 0, 24 * 60)
+    _check_retries_and_limits(errors, values)
     if values.get("concurrent_allowed") is not None and not isinstance(values["concurrent_allowed"], bool):
         errors["concurrent_allowed"] = "must be true or false"
 
@@ -141,7 +151,7 @@ def validate_job_fields(values: dict[str, Any]) -> dict[str, Any]:
         errors["env"] = f"must be an object of at most {MAX_ENV_VARS} NAME: value pairs"
     else:
         for key, value in env.items():
-            if not _ENV_NAME.match(str(key)) or str(key).upper().startswith("JOBPLANE_"):
+            if not _ENV_NAME.fullmatch(str(key)) or str(key).upper().startswith("JOBPLANE_"):
                 errors["env"] = (f"variable name {key!r} is not allowed: use letters, digits and _, "
                                  "not starting with a digit or JOBPLANE_")
                 break
@@ -195,6 +205,23 @@ def _check_policies(errors: dict[str, str], values: dict[str, Any]) -> None:
             errors["max_concurrent"] = "only applies with concurrency_policy allow"
         else:
             _check_int(errors, values, "max_concurrent", 1, 1000)
+
+
+def _check_retries_and_limits(errors: dict[str, str], values: dict[str, Any]) -> None:
+    if values.get("retry_delay_seconds") is not None:
+        _check_int(errors, values, "retry_delay_seconds", 0, 24 * 3600)
+    _check_int(errors, values, "retry_delay_max_seconds", 1, 7 * 24 * 3600)
+    retry_on = values.get("retry_on")
+    if not isinstance(retry_on, list) or not set(retry_on) <= set(RETRYABLE_OUTCOMES):
+        errors["retry_on"] = f"must be a list of outcomes among {', '.join(RETRYABLE_OUTCOMES)}"
+    if not isinstance(values.get("network_enabled"), bool):
+        errors["network_enabled"] = "must be true or false"
+    _check_int(errors, values, "cpu_limit", 1, 64)
+    _check_int(errors, values, "memory_limit_mb", 64, 256 * 1024)
+    if values.get("cpu_time_limit_seconds") is not None:
+        _check_int(errors, values, "cpu_time_limit_seconds", 1, 7 * 24 * 3600)
+    _check_int(errors, values, "max_open_files", 16, 1_048_576)
+    _check_int(errors, values, "max_processes", 1, 100_000)
 
 
 def _check_int(errors: dict[str, str], values: dict[str, Any], key: str, low: int, high: int) -> None:

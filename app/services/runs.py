@@ -2,8 +2,9 @@
 
 A run is one long activity made of short transactions: the claim (committed before the script
 starts, so the whole fleet knows it is taken), log appends that double as heartbeats, and the
-outcome.  Only the claim winner's writes count; if the sweeper revoked the claim, the run is
-stopped at its next heartbeat.
+outcome.  Only the claim winner's writes count; if the claim was revoked (cancelled, replaced,
+declared lost) the run is stopped at its next heartbeat.  Secrets reach the script as
+environment variables and are masked out of everything it prints.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from uuid import UUID
 
 from flask import current_app
 
-from app.executors.base import Executor, RunResult, RunSpec
+from app.errors import JobplaneError
+from app.executors.base import Executor, ResourceLimits, RunResult, RunSpec
 from app.extensions import db
 from app.models.base import utcnow
-from app.services import executions
-from app.services.executions import Claim
+from app.services import claims
+from app.services import secrets as job_secrets
+from app.services.claims import Claim
+from app.services.live import live_log_for
+from app.services.masking import SecretMasker
 from app.tasks import dispatch
 
 logger = logging.getLogger(__name__)
@@ -38,97 +43,102 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
     """Claim and run an execution; a delivery that loses the claim does nothing.
 
     Returns:
-      the final status, "deferred" when the job's max_concurrent holds it back, or None when
-      this delivery did not win the claim.
+      the final status, "deferred" when it may not start yet (its retry delay, or its job's
+      max_concurrent), or None when this delivery did not win the claim.
     """
     execution_id = UUID(str(execution_id))
     config = current_app.config
     with db.unit_of_work():
-        outcome = executions.claim_execution(execution_id=execution_id, worker_id=worker_id())
+        outcome = claims.claim_execution(execution_id=execution_id, worker_id=worker_id())
     if outcome.deferred:
-        # Held back by the job's max_concurrent: offer it again shortly.
-        dispatch.run_execution_sender()(execution_id, delay_seconds=config["CONCURRENCY_RETRY_SECONDS"])
+        wait = outcome.wait_seconds or config["CONCURRENCY_RETRY_SECONDS"]
+        dispatch.run_execution_sender()(execution_id, delay_seconds=wait)
         return "deferred"
     claim = outcome.claim
     if claim is None:
         logger.info("execution %s already claimed or not queued; delivery dropped", execution_id)
         return None
-    writer = LogWriter(claim, flush_seconds=config["LOG_FLUSH_SECONDS"],
-                       heartbeat_seconds=config["HEARTBEAT_SECONDS"], cap_bytes=config["LOG_CAP_BYTES"])
-    spec = RunSpec(execution_id=str(execution_id), job_type=claim.job.job_type,
-                   script=claim.job.script or "", timeout_seconds=claim.job.effective_timeout_seconds,
-                   env=_run_env(claim))
+    live = live_log_for(current_app)
+    live.publish(execution_id, {"type": "status", "status": "running"})
     try:
-        if claim.job.script is None:
-            result = _not_supported(claim)
-        else:
-            result = executor.run(spec, output=writer.write, tick=writer.tick)
-    except Exception as exc:  # the run must end recorded, whatever broke
-        logger.exception("execution %s: executor error", execution_id)
-        result = RunResult("failed", None, f"Jobplane could not run the script: {exc}", None, utcnow(), False)
-    writer.flush()
-    status = "cancelled" if result.status == "cancelled" else result.status
-    if status == "cancelled":
-        # Our claim was revoked (the sweeper declared the run lost); the row is not ours to write.
-        logger.warning("execution %s stopped: claim revoked", execution_id)
+        with db.unit_of_work():  # not left open during the run
+            secret_values = job_secrets.values_for_run(job_id=claim.job.id)
+    except JobplaneError as exc:
+        secret_values = None
+        secret_error = exc.message
+    masker = SecretMasker((secret_values or {}).values())
+    writer = LogWriter(claim, masker=masker, live=live, flush_seconds=config["LOG_FLUSH_SECONDS"],
+                       heartbeat_seconds=config["HEARTBEAT_SECONDS"], cap_bytes=config["LOG_CAP_BYTES"])
+    if secret_values is None:
+        result = RunResult("failed", None, f"the job's secrets could not be read: {secret_error}", None,
+                           utcnow(), False)
+    else:
+        result = _run(claim, executor, writer, secret_values)
+    writer.flush(final=True)
+    if result.status == "cancelled":
+        # The claim was revoked (cancelled, replaced, declared lost): the row is not ours to write.
+        logger.warning("execution %s stopped: its claim was revoked", execution_id)
         return "cancelled"
     with db.unit_of_work():
-        recorded = executions.finish_execution(
-            claim=claim, status=status, exit_code=result.exit_code, error_message=result.error_message,
-            started_at=result.started_at, completed_at=result.completed_at)
+        recorded = claims.finish_execution(
+            claim=claim, status=result.status, exit_code=result.exit_code,
+            error_message=masker.mask(result.error_message) if result.error_message else None,
+            started_at=result.started_at, completed_at=result.completed_at,
+            peak_memory_kb=result.peak_memory_kb, cpu_seconds=result.cpu_seconds, sandboxed=result.sandboxed)
     if not recorded:
         logger.warning("execution %s finished after its claim was revoked; outcome %s not recorded",
-                       execution_id, status)
-    return status
+                       execution_id, result.status)
+        return "cancelled"
+    live.publish(execution_id, {"type": "status", "status": result.status, "exit_code": result.exit_code})
+    return result.status
 
 
-def _run_env(claim: Claim) -> dict[str, str]:
-    return {**(claim.job.env or {}),
-            "JOBPLANE_JOB_ID": str(claim.job.id),
+def _run(claim: Claim, executor: Executor, writer: "LogWriter", secret_values: dict[str, str]) -> RunResult:
+    job = claim.job
+    spec = RunSpec(
+        execution_id=str(claim.execution_id), job_type=job.job_type, timeout_seconds=job.effective_timeout_seconds,
+        script=job.script, script_url=job.script_url, script_ref=job.script_ref, script_path=job.script_path,
+        env={**(job.env or {}), **secret_values, **_metadata(claim)}, network=job.network_enabled,
+        limits=ResourceLimits(cpus=job.cpu_limit, memory_mb=job.memory_limit_mb,
+                              cpu_time_seconds=job.cpu_time_limit_seconds, open_files=job.max_open_files,
+                              processes=job.max_processes))
+    try:
+        return executor.run(spec, output=writer.write, tick=writer.tick)
+    except Exception as exc:  # the run must end recorded, whatever broke
+        logger.exception("execution %s: executor error", claim.execution_id)
+        return RunResult("failed", None, f"Jobplane could not run the script: {exc}", None, utcnow(), False)
+
+
+def _metadata(claim: Claim) -> dict[str, str]:
+    return {"JOBPLANE_JOB_ID": str(claim.job.id),
             "JOBPLANE_JOB_NAME": claim.job.name,
             "JOBPLANE_EXECUTION_ID": str(claim.execution_id),
             "JOBPLANE_SCHEDULED_FOR": claim.scheduled_for.isoformat(),
             "JOBPLANE_ATTEMPT": str(claim.attempt)}
 
 
-def _not_supported(claim: Claim) -> RunResult:
-    return RunResult("failed", None, "scripts from Git (script_url) are not supported by this "
-                     "version's executor yet; paste the script inline", None, utcnow(), False)
-
-
 class LogWriter:
-    """Buffers a run's output and appends it to the execution log in order.
+    """Buffers a run's output, masks its secrets, and appends it to the log in order.
 
-    Each flush is one short transaction that also heartbeats the claim; ``tick`` returns False
-    once the claim is gone, which stops the run.
+    Each flush is one short transaction that also heartbeats the claim, then the stored pieces
+    are published for live viewers.  ``tick`` returns False once the claim is gone.
     """
 
-    def __init__(self, claim: Claim, *, flush_seconds: float, heartbeat_seconds: float, cap_bytes: int):
+    def __init__(self, claim: Claim, *, masker: SecretMasker, live, flush_seconds: float,
+                 heartbeat_seconds: float, cap_bytes: int):
         self.claim = claim
+        self.masker = masker
+        self.live = live
         self.flush_seconds = flush_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.cap_bytes = cap_bytes
         self.kept_bytes = 0
         self.truncated = False
-        self.pending: list[tuple[str, str]] = []
-        self.last_flush = time.monotonic()
-        self.last_heartbeat = time.monotonic()
+        self.pending: list[tuple[str, str]] = []  # raw, not yet masked
+        self.last_flush = self.last_heartbeat = time.monotonic()
         self.claim_held = True
 
     def write(self, stream: str, text: str) -> None:
-        if self.truncated:
-            return
-        size = len(text.encode())
-        if self.kept_bytes + size > self.cap_bytes:
-            room = max(self.cap_bytes - self.kept_bytes, 0)
-            head = text.encode()[:room].decode("utf-8", errors="ignore")
-            if head:
-                self.pending.append((stream, head))
-            self.pending.append(("system", TRUNCATION_MARKER.format(cap=self.cap_bytes)))
-            self.truncated = True
-            self.kept_bytes = self.cap_bytes
-            return
-        self.kept_bytes += size
         if self.pending and self.pending[-1][0] == stream:
             self.pending[-1] = (stream, self.pending[-1][1] + text)
         else:
@@ -141,17 +151,64 @@ class LogWriter:
             self.flush()
         return self.claim_held
 
-    def flush(self) -> None:
-        chunks, self.pending = self.pending, []
-        now = time.monotonic()
-        self.last_flush = self.last_heartbeat = now
+    def flush(self, final: bool = False) -> None:
+        chunks = self._masked(final)
+        self.last_flush = self.last_heartbeat = time.monotonic()
         if not self.claim_held:
             return
+        chunks = self._capped(chunks)
         try:
             with db.unit_of_work():
-                self.claim_held = executions.append_log(claim=self.claim, chunks=chunks,
-                                                        truncated=self.truncated)
+                stored = claims.append_log(claim=self.claim, chunks=chunks, truncated=self.truncated)
         except Exception:
-            # The database blinked: keep the output and try again at the next tick.
+            # The database blinked: keep the (masked) output and try again at the next tick.
             logger.exception("execution %s: could not append its log; will retry", self.claim.execution_id)
             self.pending = chunks + self.pending
+            self.kept_bytes -= sum(len(text.encode()) for _, text in chunks)
+            return
+        if stored is None:
+            self.claim_held = False
+            return
+        for chunk in stored:
+            try:
+                self.live.publish(self.claim.execution_id, {"type": "log", "seq": chunk.seq, "offset": chunk.offset,
+                                                            "stream": chunk.stream, "data": chunk.data})
+            except Exception:  # viewers can always replay the stored log
+                logger.warning("execution %s: live publish failed", self.claim.execution_id, exc_info=True)
+                break
+
+    def _masked(self, final: bool) -> list[tuple[str, str]]:
+        """Mask the pending output; unless ``final``, keep back the end of the last piece."""
+        pending, self.pending = self.pending, []
+        chunks = []
+        for index, (stream, text) in enumerate(pending):
+            if index == len(pending) - 1 and not final:
+                safe, rest = self.masker.split_safe(text)
+                if rest:
+                    self.pending = [(stream, rest)]
+            else:
+                safe = self.masker.mask(text)
+            if safe:
+                chunks.append((stream, safe))
+        return chunks
+
+    def _capped(self, chunks: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        kept = []
+        for stream, text in chunks:
+            if self.truncated:
+                break
+            size = len(text.encode())
+            if self.kept_bytes + size > self.cap_bytes:
+                room = max(self.cap_bytes - self.kept_bytes, 0)
+                head = text.encode()[:room].decode("utf-8", errors="ignore")
+                if head:
+                    kept.append((stream, head))
+                kept.append(("system", TRUNCATION_MARKER.format(cap=self.cap_bytes)))
+                self.truncated = True
+                self.kept_bytes = self.cap_bytes
+                break
+            self.kept_bytes += size
+            kept.append((stream, text))
+        if self.truncated:
+            self.pending = []
+        return kept

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from app.config import load_settings
-from app.executors import LocalExecutor, RunSpec
+from app.executors import LocalExecutor, ResourceLimits, RunSpec
 
 CONFIG = load_settings(environ={}, overrides={"ENV": "test", "DATABASE_URL": "sqlite://"})
 
@@ -38,7 +38,7 @@ def test_streams_are_captured_separately_and_in_order():
 def test_exit_code_and_signals_are_reported():
     failed, _ = run("exit 42")
     assert (failed.status, failed.exit_code) == ("failed", 42)
-    killed, _ = run("kill -KILL $$")
+    killed, _ = run("sleep 30 &\nkill -KILL $!\nwait $!")
     assert killed.status == "failed" and killed.exit_code == 128 + 9
 
 
@@ -103,3 +103,107 @@ def test_working_directory_is_removed_after_the_run(tmp_path):
     executor.run(RunSpec(execution_id="x", job_type="bash", script="echo data > file", timeout_seconds=10),
                  output=lambda *_: None, tick=lambda: True)
     assert os.listdir(tmp_path) == []
+
+
+def run_spec(spec: RunSpec, **executor_options):
+    executor = LocalExecutor(python=CONFIG["PYTHON"], bash="/bin/bash", kill_grace_seconds=1, **executor_options)
+    output: list[tuple[str, str]] = []
+    result = executor.run(spec, output=lambda stream, text: output.append((stream, text)), tick=lambda: True)
+    return result, text_of(output)
+
+
+def test_memory_limit_stops_a_script_that_allocates_too_much():
+    spec = RunSpec(execution_id="mem", job_type="python", timeout_seconds=30,
+                   script="x = bytearray(600 * 1024 * 1024)\nprint('allocated')",
+                   limits=ResourceLimits(memory_mb=256))
+    result, text = run_spec(spec)
+    assert result.status == "failed" and "MemoryError" in text and "allocated" not in text
+
+
+def test_peak_memory_and_cpu_time_are_recorded():
+    spec = RunSpec(execution_id="usage", job_type="python", timeout_seconds=30,
+                   script="x = bytearray(120 * 1024 * 1024)\nfor i in range(3_000_000): pass")
+    result, _ = run_spec(spec)
+    assert result.status == "success"
+    assert result.peak_memory_kb > 100 * 1024
+    assert result.cpu_seconds > 0.05
+
+
+def test_cpu_time_limit_kills_a_busy_loop():
+    spec = RunSpec(execution_id="cpu", job_type="bash", timeout_seconds=30, script="while true; do :; done",
+                   limits=ResourceLimits(cpu_time_seconds=1))
+    result, _ = run_spec(spec)
+    assert result.status == "failed" and result.exit_code in (128 + 9, 128 + 24)  # SIGKILL or SIGXCPU
+
+
+def test_network_can_be_switched_off_per_job():
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    probe = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+             "    print('connected')\nexcept OSError as exc:\n    print('refused', exc)")
+    try:
+        on, on_text = run_spec(RunSpec(execution_id="net-on", job_type="python", timeout_seconds=20, script=probe))
+        off, off_text = run_spec(RunSpec(execution_id="net-off", job_type="python", timeout_seconds=20,
+                                         script=probe, network=False))
+    finally:
+        server.close()
+    assert "connected" in on_text
+    assert "refused" in off_text and "connected" not in off_text
+
+
+@pytest.fixture
+def bare_repo(tmp_path):
+    """A local bare Git repository standing in for a remote one, with a tag v1 and a newer main."""
+    import subprocess
+
+    work, bare = tmp_path / "work", tmp_path / "scripts.git"
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+    def git(*args, cwd=work):
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+    work.mkdir()
+    git("init", "-q", "-b", "main")
+    (work / "jobs").mkdir()
+    (work / "jobs" / "hello.sh").write_text("echo version one\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    git("tag", "v1")
+    (work / "jobs" / "hello.sh").write_text("echo version two\n")
+    git("commit", "-qam", "two")
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
+    return f"file://{bare}"
+
+
+@pytest.mark.parametrize("ref, expected", [("v1", "version one"), ("main", "version two"), (None, "version two")])
+def test_scripts_run_from_a_git_repository_at_a_ref(bare_repo, ref, expected):
+    spec = RunSpec(execution_id="git", job_type="bash", timeout_seconds=30, script_url=bare_repo,
+                   script_ref=ref, script_path="jobs/hello.sh")
+    result, text = run_spec(spec, git_allow_local=True)
+    assert result.status == "success", text
+    assert expected in text
+
+
+@pytest.mark.parametrize("url, ref, path, fragment", [
+    ("file:///nonexistent/repo.git", None, "a.sh", "could not fetch the script"),
+    ("BARE", "no-such-tag", "jobs/hello.sh", "could not fetch the script"),
+    ("BARE", "v1", "jobs/missing.sh", "is not a file"),
+    ("BARE", "v1", "../../etc/passwd", "outside the repository"),
+])
+def test_a_bad_git_source_is_a_clear_failure(bare_repo, url, ref, path, fragment):
+    spec = RunSpec(execution_id="git-bad", job_type="bash", timeout_seconds=30,
+                   script_url=bare_repo if url == "BARE" else url, script_ref=ref, script_path=path)
+    result, _ = run_spec(spec, git_allow_local=True)
+    assert result.status == "failed" and fragment in result.error_message
+
+
+def test_local_repositories_are_refused_unless_allowed(bare_repo):
+    spec = RunSpec(execution_id="git-local", job_type="bash", timeout_seconds=30, script_url=bare_repo,
+                   script_path="jobs/hello.sh")
+    result, _ = run_spec(spec)
+    assert result.status == "failed" and "path on the worker" in result.error_message

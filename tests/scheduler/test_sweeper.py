@@ -13,7 +13,7 @@ from app.models import Execution
 from app.models.base import utcnow
 from app.scheduler.leader import FileLeaderLock
 from app.scheduler.service import SchedulerService
-from app.services import executions
+from app.services import claims, executions, sweeper
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -58,26 +58,26 @@ def test_a_queued_execution_whose_message_was_lost_is_sent_again_and_runs(app, j
 def test_a_running_execution_without_heartbeat_is_declared_lost(app, job):
     execution_id = insert_queued(app, job["id"], minutes_ago=0)
     with app.app_context():
-        claim = executions.claim_execution(execution_id=execution_id, worker_id="dead-worker").claim
+        claim = claims.claim_execution(execution_id=execution_id, worker_id="dead-worker").claim
         db.session.execute(update(Execution).values(heartbeat_at=utcnow() - timedelta(minutes=5)))
         db.session.commit()
-        lost = executions.mark_stale_running_lost(stale_after=timedelta(seconds=30))
+        lost = sweeper.mark_stale_running_lost(stale_after=timedelta(seconds=30))
         db.session.commit()
         assert [str(i) for i in lost] == [execution_id]
         row = db.session.get(Execution, execution_id)
         assert row.status == "lost" and "stopped reporting" in row.error_message
         # And the dead worker's claim no longer counts
-        assert executions.append_log(claim=claim, chunks=[("stdout", "late")]) is False
-        assert executions.finish_execution(claim=claim, status="success", exit_code=0, error_message=None,
+        assert claims.append_log(claim=claim, chunks=[("stdout", "late")]) is None
+        assert claims.finish_execution(claim=claim, status="success", exit_code=0, error_message=None,
                                            started_at=None, completed_at=utcnow()) is False
 
 
 def test_only_one_of_two_deliveries_wins_the_claim(app, job):
     execution_id = insert_queued(app, job["id"], minutes_ago=0)
     with app.app_context():
-        first = executions.claim_execution(execution_id=execution_id, worker_id="a").claim
+        first = claims.claim_execution(execution_id=execution_id, worker_id="a").claim
         db.session.commit()
-        second = executions.claim_execution(execution_id=execution_id, worker_id="b").claim
+        second = claims.claim_execution(execution_id=execution_id, worker_id="b").claim
         db.session.commit()
         assert first is not None and second is None
         assert db.session.scalar(select(Execution.worker_id)) == "a"

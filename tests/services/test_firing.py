@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Execution, Job
-from app.services import executions, firing, users
+from app.services import claims, firing, users
 from app.services.actors import SYSTEM
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
@@ -133,9 +133,9 @@ def test_max_concurrent_defers_a_claim_over_the_limit(app, client, admin):
     job_id = make_job(client, admin, concurrency_policy="allow", max_concurrent=1, schedule=None)
     ids = [client.post(f"/api/v1/jobs/{job_id}/run", headers=admin).json["id"] for _ in range(2)]
     with app.app_context():
-        first = executions.claim_execution(execution_id=ids[0], worker_id="w1")
+        first = claims.claim_execution(execution_id=ids[0], worker_id="w1")
         db.session.commit()
-        second = executions.claim_execution(execution_id=ids[1], worker_id="w2")
+        second = claims.claim_execution(execution_id=ids[1], worker_id="w2")
         db.session.commit()
         assert first.claim is not None and second.claim is None and second.deferred
         assert db.session.get(Execution, ids[1]).status == "queued"

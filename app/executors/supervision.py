@@ -1,0 +1,197 @@
+"""Supervising a started run: reading its output, enforcing its deadline, stopping it, and
+making sure no process of it outlives it."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import selectors
+import signal
+import subprocess
+import time
+from datetime import datetime, timezone
+
+from app.executors.base import OutputSink, RunResult, RunSpec, Tick
+
+#: Longest wait in the read loop, so ticks (log flushes, heartbeats) stay frequent.
+_POLL_SECONDS = 0.05
+#: After the main process exits, how long to wait for stragglers to close their pipes.
+_DRAIN_SECONDS = 1.0
+
+
+class Supervision:
+    """Reads a run's output and enforces its deadline until every process of it is gone."""
+
+    def __init__(self, process: subprocess.Popen, spec: RunSpec, output: OutputSink, tick: Tick,
+                 grace: float, sandboxed: bool, started: datetime):
+        self.process = process
+        self.output = output
+        self.tick = tick
+        self.grace = grace
+        self.sandboxed = sandboxed
+        self.started = started
+        self.deadline = time.monotonic() + spec.timeout_seconds
+        self.timeout_seconds = spec.timeout_seconds
+        self.reason: str | None = None  # "timed_out" or "cancelled" once we decided to stop it
+        self.kill_at: float | None = None
+        self.decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace")
+                         for name in ("stdout", "stderr")}
+        self.peak_memory_kb: int | None = None
+        self.cpu_seconds: float | None = None
+
+    def wait(self) -> RunResult:
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(self.process.stderr, selectors.EVENT_READ, "stderr")
+        exited_at: float | None = None
+        while selector.get_map():
+            for key, _ in selector.select(_POLL_SECONDS):
+                data = os.read(key.fd, 65536)
+                if data:
+                    self._emit(key.data, data)
+                else:
+                    selector.unregister(key.fileobj)
+            if exited_at is None and self._reap(os.WNOHANG):
+                exited_at = time.monotonic()
+                # The main process is done: whatever it left behind goes with it.
+                self._signal_group(signal.SIGKILL)
+            if exited_at is not None and time.monotonic() - exited_at > _DRAIN_SECONDS:
+                break
+            self._enforce()
+        selector.close()
+        self.process.stdout.close()
+        self.process.stderr.close()
+        if exited_at is None:
+            self._reap(0)
+        returncode = self.process.returncode
+        self._signal_group(signal.SIGKILL)
+        for stream, decoder in self.decoders.items():
+            rest = decoder.decode(b"", final=True)
+            if rest:
+                self.output(stream, rest)
+        return self._result(returncode)
+
+    def _reap(self, options: int) -> bool:
+        """Wait for the run's first process with ``wait4``, keeping its resource usage (which
+        includes every descendant it waited for)."""
+        pid, status, usage = os.wait4(self.process.pid, options)
+        if pid == 0:
+            return False
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self.peak_memory_kb = usage.ru_maxrss
+        self.cpu_seconds = round(usage.ru_utime + usage.ru_stime, 3)
+        return True
+
+    def _emit(self, stream: str, data: bytes) -> None:
+        text = self.decoders[stream].decode(data)
+        if text:
+            self.output(stream, text)
+
+    def _enforce(self) -> None:
+        now = time.monotonic()
+        if self.reason is None:
+            if now >= self.deadline:
+                self._stop("timed_out")
+            elif not self.tick():
+                self._stop("cancelled")
+        else:
+            self.tick()
+            if self.kill_at is not None and now >= self.kill_at:
+                self._signal_group(signal.SIGKILL)
+                self.kill_at = None
+
+    def _stop(self, reason: str) -> None:
+        self.reason = reason
+        self.output("system", f"\n[jobplane] {'timeout reached' if reason == 'timed_out' else 'run cancelled'}: "
+                              f"SIGTERM, then SIGKILL after {self.grace:g} s\n")
+        self._signal_run(signal.SIGTERM)
+        self.kill_at = time.monotonic() + self.grace
+
+    def _signal_run(self, sig: int) -> None:
+        """Signal the script's processes; under bubblewrap, not the sandbox's own processes, whose
+        death would SIGKILL the script at once and skip its grace period."""
+        if not self.sandboxed:
+            self._signal_group(sig)
+            return
+        for pid in _group_members(self.process.pid):
+            if _command_name(pid) == "bwrap":
+                continue
+            if sig == signal.SIGTERM and _is_namespace_init(pid) and not _catches(pid, signal.SIGTERM):
+                # The kernel ignores an unhandled SIGTERM sent to a namespace's first process;
+                # SIGKILL is what SIGTERM's default action would have done.
+                _kill(pid, signal.SIGKILL)
+            else:
+                _kill(pid, sig)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _result(self, returncode: int) -> RunResult:
+        result = self._outcome(returncode)
+        result.peak_memory_kb, result.cpu_seconds = self.peak_memory_kb, self.cpu_seconds
+        return result
+
+    def _outcome(self, returncode: int) -> RunResult:
+        completed = datetime.now(timezone.utc)
+        exit_code = returncode if returncode >= 0 else 128 - returncode
+        if self.reason == "timed_out":
+            return RunResult("timed_out", exit_code,
+                             f"timed out after {self.timeout_seconds:g} s", self.started, completed, self.sandboxed)
+        if self.reason == "cancelled":
+            return RunResult("cancelled", exit_code, "run stopped: its claim was revoked or it was cancelled",
+                             self.started, completed, self.sandboxed)
+        if exit_code == 0:
+            return RunResult("success", 0, None, self.started, completed, self.sandboxed)
+        return RunResult("failed", exit_code, f"exited with code {exit_code}", self.started, completed,
+                         self.sandboxed)
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    fields = handle.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
+def _status_fields(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def _is_namespace_init(pid: int) -> bool:
+    return _status_fields(pid).get("NSpid", "").split()[-1:] == ["1"]
+
+
+def _catches(pid: int, sig: int) -> bool:
+    mask = int(_status_fields(pid).get("SigCgt", "0"), 16)
+    return bool(mask & (1 << (sig - 1)))
+
+
+def _command_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+

@@ -1,0 +1,144 @@
+"""The worker's side of an execution: claiming it, appending its log (each append is also a
+heartbeat), and recording its outcome.  Only the claim winner's writes count: once the claim is
+revoked (cancelled, replaced, declared lost) every further write is refused."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from sqlalchemy import func, select, update
+
+from app.extensions import db
+from app.models import Execution, ExecutionLogChunk, Job
+from app.models.base import utcnow
+from app.services import firing, retries
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """A claim won, lost to another delivery (``claim`` None), or deferred by ``max_concurrent``."""
+
+    claim: "Claim | None"
+    deferred: bool = False
+    #: how long to wait before offering a deferred execution again (None: the usual pause)
+    wait_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the worker that won an execution needs to run it."""
+
+    execution_id: UUID
+    token: str
+    job: Job
+    scheduled_for: datetime
+    attempt: int
+
+
+def claim_execution(*, execution_id: UUID, worker_id: str) -> ClaimOutcome:
+    """Take a queued execution for this worker with one conditional update.
+
+    A job that allows overlapping runs up to ``max_concurrent`` is checked under its row lock,
+    so the limit holds across every worker; a run over the limit stays queued (deferred).
+
+    Returns:
+      the outcome: ``claim`` is None when another delivery took it or it is no longer queued.
+    """
+    job_id = db.session.scalar(select(Execution.job_id).where(Execution.id == execution_id))
+    if job_id is None:
+        return ClaimOutcome(None)
+    job = firing.lock_job(job_id)
+    due_at = db.session.scalar(select(Execution.due_at).where(Execution.id == execution_id))
+    if due_at is not None and due_at > utcnow() + timedelta(seconds=1):
+        return ClaimOutcome(None, deferred=True, wait_seconds=(due_at - utcnow()).total_seconds())
+    if job is not None and job.concurrency_policy == "allow" and job.max_concurrent:
+        running = db.session.scalar(select(func.count()).where(
+            Execution.job_id == job_id, Execution.status == "running"))
+        if running >= job.max_concurrent:
+            db.session.execute(update(Execution).where(Execution.id == execution_id, Execution.status == "queued")
+                               .values(sent_at=utcnow()).execution_options(synchronize_session=False))
+            return ClaimOutcome(None, deferred=True)
+    token = secrets.token_hex(16)
+    now = utcnow()
+    result = db.session.execute(
+        update(Execution)
+        .where(Execution.id == execution_id, Execution.status == "queued")
+        .values(status="running", claim_token=token, worker_id=worker_id, started_at=now, heartbeat_at=now)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return ClaimOutcome(None)
+    execution = db.session.get(Execution, execution_id)
+    db.session.refresh(execution)
+    job = db.session.get(Job, execution.job_id)
+    return ClaimOutcome(Claim(execution_id=execution_id, token=token, job=job,
+                              scheduled_for=execution.scheduled_for, attempt=execution.attempt))
+
+
+def append_log(*, claim: Claim, chunks: list[tuple[str, str]],
+               truncated: bool = False) -> list[ExecutionLogChunk] | None:
+    """Append output chunks ``(stream, text)`` and heartbeat, if the claim still holds.
+
+    Returns:
+      the stored chunks (with their ``seq`` and ``offset``), or None when the claim was revoked
+      (cancelled, replaced, or declared lost): stop the run.
+    """
+    size = sum(len(text.encode()) for _, text in chunks)
+    values = {"heartbeat_at": utcnow(), "log_bytes": Execution.log_bytes + size}
+    if truncated:
+        values["log_truncated"] = True
+    result = db.session.execute(
+        update(Execution)
+        .where(Execution.id == claim.execution_id, Execution.claim_token == claim.token,
+               Execution.status == "running")
+        .values(**values)
+        .returning(Execution.log_bytes)
+        .execution_options(synchronize_session=False))
+    new_total = result.scalar()
+    if new_total is None:
+        return None
+    stored = []
+    if chunks:
+        last_seq = db.session.scalar(select(func.max(ExecutionLogChunk.seq))
+                                     .where(ExecutionLogChunk.execution_id == claim.execution_id))
+        seq = 0 if last_seq is None else last_seq + 1
+        offset = new_total - size
+        for stream, text in chunks:
+            chunk = ExecutionLogChunk(execution_id=claim.execution_id, seq=seq, offset=offset,
+                                      stream=stream, data=text, created_at=utcnow())
+            db.session.add(chunk)
+            stored.append(chunk)
+            seq += 1
+            offset += len(text.encode())
+    return stored
+
+
+def finish_execution(*, claim: Claim, status: str, exit_code: int | None, error_message: str | None,
+                     started_at: datetime | None, completed_at: datetime, peak_memory_kb: int | None = None,
+                     cpu_seconds: float | None = None, sandboxed: bool | None = None) -> bool:
+    """Record the outcome of a claimed run, and queue its retry if the job retries it.
+
+    Returns:
+      False if the claim was revoked meanwhile (nothing is recorded).
+    """
+    values = {"status": status, "exit_code": exit_code, "error_message": error_message,
+              "completed_at": completed_at, "heartbeat_at": completed_at, "peak_memory_kb": peak_memory_kb,
+              "cpu_seconds": cpu_seconds, "sandboxed": sandboxed}
+    if started_at is not None:
+        values["started_at"] = started_at
+        values["duration_seconds"] = round((completed_at - started_at).total_seconds(), 3)
+    result = db.session.execute(
+        update(Execution)
+        .where(Execution.id == claim.execution_id, Execution.claim_token == claim.token,
+               Execution.status == "running")
+        .values(**values)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return False
+    execution = db.session.get(Execution, claim.execution_id)
+    db.session.refresh(execution)
+    retries.schedule_retry(job=db.session.get(Job, execution.job_id), execution=execution, outcome=status,
+                           now=completed_at)
+    return True

@@ -1,0 +1,66 @@
+"""The sweeper, run by the scheduler leader: no execution stays queued or running forever.
+
+Queued executions whose message was lost (Redis restarted, a crash between commit and send) are
+sent again; running executions whose worker stopped heartbeating are declared lost, their claim
+revoked, and retried by the job's policy.  A run that kills its worker every time ends ``failed``
+after its attempts instead of looping.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from sqlalchemy import select, update
+
+from app.extensions import db
+from app.models import Execution, Job
+from app.models.base import utcnow
+from app.services import retries
+from app.services.executions import send_after_commit
+
+
+def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID]:
+    """Send again the executions still queued after ``older_than`` (a lost message, a crash
+    between commit and send). A second delivery is harmless: only one claim can win."""
+    cutoff = utcnow() - older_than
+    ids = list(db.session.scalars(
+        select(Execution.id).where(Execution.status == "queued", Execution.created_at <= cutoff,
+                                   Execution.sent_at <= cutoff)
+        .order_by(Execution.created_at).limit(limit)))
+    if ids:
+        db.session.execute(update(Execution).where(Execution.id.in_(ids))
+                           .values(sent_at=utcnow(), send_count=Execution.send_count + 1)
+                           .execution_options(synchronize_session=False))
+        send_after_commit(ids)
+    return ids
+
+
+def mark_stale_running_lost(*, stale_after: timedelta, limit: int = 500) -> list[UUID]:
+    """Declare lost the runs whose worker stopped heartbeating; their claims are revoked."""
+    cutoff = utcnow() - stale_after
+    ids = list(db.session.scalars(
+        select(Execution.id).where(Execution.status == "running", Execution.heartbeat_at < cutoff)
+        .limit(limit)))
+    lost = []
+    now = utcnow()
+    for execution_id in ids:
+        result = db.session.execute(
+            update(Execution).where(Execution.id == execution_id, Execution.status == "running",
+                                    Execution.heartbeat_at < cutoff)
+            .values(status="lost", completed_at=now, claim_token=None,
+                    error_message=f"the worker stopped reporting for over {int(stale_after.total_seconds())} s "
+                                  "(killed, or out of memory?)")
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            continue  # it finished meanwhile
+        lost.append(execution_id)
+        execution = db.session.get(Execution, execution_id)
+        db.session.refresh(execution)
+        job = db.session.get(Job, execution.job_id)
+        if retries.schedule_retry(job=job, execution=execution, outcome="lost", now=now) is None \
+                and execution.attempt > 1:
+            execution.status = "failed"
+            execution.error_message = (f"lost {execution.attempt} times: the run kills its worker "
+                                       "(out of memory?); giving up after its retries")
+    return lost
