@@ -18,8 +18,9 @@ from flask import Flask
 
 from app.extensions import db
 from app.scheduler import faults
-from app.services import executions, firing
+from app.services import firing
 from app.services.firing import FireResult
+from app.tasks import dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def fire_due_job(app: Flask, job_id: str, run_times: list[datetime]) -> FireResu
             faults.point(app, "after_insert")
         faults.point(app, "before_send")
         try:
-            executions.send_now(result.queued)
+            dispatch.send_runs(result.queued)
         except Exception:
             logger.exception("job %s: could not send %d run message(s); the sweeper will", job_id,
                              len(result.queued))

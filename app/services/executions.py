@@ -1,7 +1,7 @@
-"""Executions: creating them when a job fires, claiming, heartbeating and finishing them.
+"""Executions as users see them: manual runs, reading, listing, logs and cancel.
 
-The fire path's invariants live here: one execution per (job, scheduled time), messages sent
-only after the commit, and only the claim winner's updates count.
+Fires are recorded by ``firing``; the worker's side (claim, heartbeat, outcome) is ``claims``;
+the leader's recovery is ``sweeper``.  Messages are always sent after the commit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from app.models.base import utcnow
 from app.models.execution import ACTIVE_STATUSES, EXECUTION_STATUSES
 from app.services import access, audit, firing, jobs
 from app.services.actors import Actor
-from app.services.transactions import after_commit
 from app.tasks import dispatch
 
 
@@ -41,21 +40,8 @@ def trigger_manual_run(*, actor: Actor, job_id: UUID) -> Execution:
     db.session.flush()
     audit.record(actor=actor, action="job_executed", resource_type="job", resource_id=job.id,
                  changes={"execution_id": {"old": None, "new": str(execution.id)}})
-    send_after_commit([execution.id])
+    dispatch.send_runs_after_commit([execution.id])
     return execution
-
-
-def send_after_commit(execution_ids: list[UUID]) -> None:
-    if execution_ids:
-        send = dispatch.run_execution_sender()
-        after_commit(lambda: [send(execution_id) for execution_id in execution_ids])
-
-
-def send_now(execution_ids: list[UUID]) -> None:
-    """Send run messages for committed executions (the scheduler's fire path)."""
-    send = dispatch.run_execution_sender()
-    for execution_id in execution_ids:
-        send(execution_id)
 
 
 def get_execution(*, actor: Actor, execution_id: UUID) -> Execution:

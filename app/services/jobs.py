@@ -18,7 +18,6 @@ from app.services.actors import Actor
 from app.services.firing import FireResult
 from app.services.job_rules import JOB_FIELDS, validate_job_fields
 from app.services.scheduler_signal import announce_job_change
-from app.services.transactions import after_commit
 from app.tasks import dispatch
 
 
@@ -92,9 +91,7 @@ def _replay_pause(job: Job, paused_at) -> FireResult:
     result = firing.record_fires(job_id=job.id, run_times=times, fired_by="resume", replay=True,
                                  misfire_threshold=timedelta(seconds=config["MISFIRE_THRESHOLD_SECONDS"]),
                                  run_all_cap=config["MISFIRE_RUN_ALL_CAP"], now=now)
-    if result.queued:
-        send = dispatch.run_execution_sender()
-        after_commit(lambda: [send(execution_id) for execution_id in result.queued])
+    dispatch.send_runs_after_commit(result.queued)
     return result
 
 

@@ -17,7 +17,7 @@ from app.extensions import db
 from app.models import Execution, Job
 from app.models.base import utcnow
 from app.services import retries
-from app.services.executions import send_after_commit
+from app.tasks import dispatch
 
 
 def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID]:
@@ -32,7 +32,7 @@ def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID
         db.session.execute(update(Execution).where(Execution.id.in_(ids))
                            .values(sent_at=utcnow(), send_count=Execution.send_count + 1)
                            .execution_options(synchronize_session=False))
-        send_after_commit(ids)
+        dispatch.send_runs_after_commit(ids)
     return ids
 
 

@@ -13,6 +13,7 @@ import dramatiq
 from dramatiq import Message
 
 from app.extensions import queue
+from app.services.transactions import after_commit
 
 #: Queue of job runs; notifications get their own queue so they never wait behind runs.
 EXECUTIONS_QUEUE = "executions"
@@ -37,3 +38,17 @@ def send(broker: dramatiq.Broker, queue_name: str, actor_name: str, *args,
          delay_seconds: float | None = None) -> None:
     message = Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})
     broker.enqueue(message, delay=int(delay_seconds * 1000) if delay_seconds else None)
+
+
+def send_runs_after_commit(execution_ids: list[UUID]) -> None:
+    """Send run messages for these executions once the current transaction commits."""
+    if execution_ids:
+        send_run = run_execution_sender()
+        after_commit(lambda: [send_run(execution_id) for execution_id in execution_ids])
+
+
+def send_runs(execution_ids: list[UUID]) -> None:
+    """Send run messages for executions already committed (the scheduler's fire path)."""
+    send_run = run_execution_sender()
+    for execution_id in execution_ids:
+        send_run(execution_id)
