@@ -99,9 +99,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_PROCESSES", 2, _parse_int, "Dramatiq worker processes for `jobplane worker`"),
     Setting("WORKER_THREADS", 8, _parse_int,
             "Dramatiq threads per worker process: how many jobs one process runs at once"),
-    Setting("WORKER_POLL_MS", 100, _parse_int,
+    Setting("WORKER_POLL_MS", 10, _parse_int,
             "longest pause of an idle Dramatiq consumer between queue polls, in ms (Dramatiq's 1000 "
-            "adds up to a second of fire lag)"),
+            "adds up to a second of fire lag; 100 adds up to 100 ms)"),
     Setting("QUEUE_NAMESPACE", "jobplane", _parse_str, "prefix of Jobplane's keys in Redis"),
     Setting("SCHEDULER_LOCK_ID", 7_402_118, _parse_int,
             "PostgreSQL advisory lock key the scheduler replicas compete for"),

@@ -30,34 +30,53 @@ _RETRY_PAUSE = 0.5
 
 
 class FireExecutor(BaseExecutor):
+    """Records fires synchronously; within a batch (see ``BatchingScheduler``) it holds them
+    back until ``flush``, which records them all in one transaction."""
+
     def __init__(self, app: Flask):
         super().__init__()
         self.app = app
+        self.batch: list[tuple[object, list[datetime]]] | None = None
+
+    def begin_batch(self) -> None:
+        self.batch = []
 
     def submit_job(self, job, run_times: list[datetime]) -> None:
-        # No instance counting: a fire returns once recorded, and how many runs of a job may
-        # overlap is the job's concurrency policy, enforced in the database.
-        self._do_submit_job(job, run_times)
+        # No instance counting: how many runs of a job may overlap is the job's concurrency
+        # policy, enforced in the database.  Every due fire time goes to the fire function, late
+        # ones too: the job's misfire policy (not APScheduler's grace time) decides.
+        if self.batch is not None:
+            self.batch.append((job, run_times))
+        else:
+            self._fire([(job, run_times)])
 
     def _do_submit_job(self, job, run_times: list[datetime]) -> None:
-        # Every due fire time goes to the fire function: late ones too, since the job's misfire
-        # policy (not APScheduler's grace time) decides what becomes of them.
-        result = self._fire_or_exit(job.id, run_times)
+        self._fire([(job, run_times)])
+
+    def flush(self) -> None:
+        """Record every fire held back by the batch, then stop batching."""
+        batch, self.batch = self.batch or [], None
+        if batch:
+            self._fire(batch)
+
+    def _fire(self, batch: list[tuple[object, list[datetime]]]) -> None:
+        result = self._fire_or_exit({job.id: run_times for job, run_times in batch})
         missed = set(result.missed)  # in UTC
-        events = [JobExecutionEvent(EVENT_JOB_MISSED if t.astimezone(timezone.utc) in missed else EVENT_JOB_EXECUTED,
-                                    job.id, job._jobstore_alias, t) for t in run_times]
-        for event in events:
-            self._scheduler._dispatch_event(event)
+        for job, run_times in batch:
+            for t in run_times:
+                code = EVENT_JOB_MISSED if t.astimezone(timezone.utc) in missed else EVENT_JOB_EXECUTED
+                self._scheduler._dispatch_event(JobExecutionEvent(code, job.id, job._jobstore_alias, t))
         faults.point(self.app, "before_store_next")
 
-    def _fire_or_exit(self, job_id: str, run_times: list[datetime]) -> FireResult:
+    def _fire_or_exit(self, fires: dict[str, list[datetime]]) -> FireResult:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return fire.fire_due_job(self.app, job_id, run_times)
+                return fire.fire_due_jobs(self.app, fires)
             except Exception:
-                logger.exception("job %s: could not record fire %d/%d", job_id, attempt, _ATTEMPTS)
+                logger.exception("could not record the fires of %d job(s), try %d/%d", len(fires), attempt,
+                                 _ATTEMPTS)
                 time.sleep(_RETRY_PAUSE)
-        logger.critical("job %s: the fire could not be recorded; exiting so that it is not lost "
-                        "(the next leader fires it)", job_id)
+        logger.critical("the fires of %d job(s) could not be recorded; exiting so that they are not lost "
+                        "(the next leader fires them)", len(fires))
         logging.shutdown()
         os._exit(EXIT_FIRE_FAILED)

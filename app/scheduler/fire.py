@@ -29,13 +29,19 @@ FIRED_BY = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def fire_due_job(app: Flask, job_id: str, run_times: list[datetime]) -> FireResult:
-    """Record the fires of ``job_id`` for ``run_times``; send the queued ones once committed."""
+    """Record the fires of one job (see ``fire_due_jobs``)."""
+    return fire_due_jobs(app, {job_id: run_times})
+
+
+def fire_due_jobs(app: Flask, fires: dict[str, list[datetime]]) -> FireResult:
+    """Record the fires of every job due at one wake-up in one transaction; send the queued
+    ones once it is committed."""
     config = app.config
     with app.app_context():
         faults.point(app, "before_insert")
         with db.unit_of_work():
-            result = firing.record_fires(
-                job_id=UUID(job_id), run_times=run_times, fired_by=FIRED_BY,
+            result = firing.record_fire_batch(
+                fires={UUID(job_id): run_times for job_id, run_times in fires.items()}, fired_by=FIRED_BY,
                 misfire_threshold=timedelta(seconds=config["MISFIRE_THRESHOLD_SECONDS"]),
                 run_all_cap=config["MISFIRE_RUN_ALL_CAP"])
             faults.point(app, "after_insert")
@@ -43,12 +49,15 @@ def fire_due_job(app: Flask, job_id: str, run_times: list[datetime]) -> FireResu
         try:
             dispatch.send_runs(result.queued)
         except Exception:
-            logger.exception("job %s: could not send %d run message(s); the sweeper will", job_id,
-                             len(result.queued))
-    if result.queued or result.skipped or result.missed:
+            logger.exception("could not send %d run message(s); the sweeper will", len(result.queued))
+    if len(fires) == 1 and (result.queued or result.skipped or result.missed):
+        [(job_id, run_times)] = fires.items()
         logger.info("fired job %s for %s: %d new execution(s), %d skipped, %d missed", job_id,
                     ", ".join(t.isoformat() for t in run_times), len(result.queued), len(result.skipped),
                     len(result.missed))
+    elif len(fires) > 1:
+        logger.info("fired %d jobs: %d new execution(s), %d skipped, %d missed", len(fires), len(result.queued),
+                    len(result.skipped), len(result.missed))
     return result
 
 

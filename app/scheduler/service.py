@@ -8,13 +8,12 @@ import threading
 import time
 from datetime import timedelta
 
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 from sqlalchemy import text
 
 from app.extensions import db
 from app.scheduler import sync
+from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.leader import LeaderLock
 from app.scheduler.listener import JobChangeListener
@@ -44,7 +43,7 @@ class SchedulerService:
         self.config = app.config
         self.stopping = threading.Event()
         self.is_leader = threading.Event()
-        self.scheduler: BackgroundScheduler | None = None
+        self.scheduler: BatchingScheduler | None = None
         self.listener: JobChangeListener | None = None
 
     def stop(self) -> None:
@@ -56,9 +55,9 @@ class SchedulerService:
         while not self.lock.try_acquire():
             if self.stopping.wait(self.config["SCHEDULER_STANDBY_POLL_SECONDS"]):
                 return EXIT_STOPPED
-        logger.info("became the scheduler leader")
         try:
             self._start()
+            logger.info("became the scheduler leader")
             return self._lead()
         finally:
             self._shutdown()
@@ -66,20 +65,24 @@ class SchedulerService:
 
     def _start(self) -> None:
         engine = self.app.extensions["jobplane_db"].engine
-        self.scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
+        self.scheduler = BatchingScheduler(
+            jobstores={"default": BatchingJobStore(engine=engine, tablename="apscheduler_jobs")},
             executors={"default": FireExecutor(self.app)},
             # APScheduler hands over every due fire time; the job's misfire policy decides.
             job_defaults={"coalesce": False, "max_instances": 1, "misfire_grace_time": None},
             timezone="UTC")
         self.scheduler.start(paused=True)
-        sync.reconcile(self.app, self.scheduler)
+        # Listen before the first reconcile: a job changed in between is then either in the
+        # reconcile or announced to the listener, never in neither.
         if self.config["SQLALCHEMY_IS_SQLITE"]:
             add_listener(self.app, self._on_job_change)
         else:
             self.listener = JobChangeListener(self.config["DATABASE_URL"], on_change=self._on_job_change,
                                               on_reconnect=self._reconcile)
             self.listener.start()
+            if not self.listener.ready.wait(10):
+                raise RuntimeError("could not LISTEN for job changes on PostgreSQL within 10 s")
+        sync.reconcile(self.app, self.scheduler)
         self.scheduler.resume()
         self.is_leader.set()
 
@@ -126,7 +129,7 @@ class SchedulerService:
         return thread is not None and thread.is_alive()
 
     def _on_job_change(self, job_id) -> None:
-        if self.scheduler is not None and self.is_leader.is_set():
+        if self.scheduler is not None:
             sync.sync_job(self.app, self.scheduler, job_id)
 
     def _reconcile(self) -> None:

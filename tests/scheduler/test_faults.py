@@ -167,7 +167,8 @@ def test_scheduler_killed_at_each_step_of_the_fire_path(app, client, admin, proc
     processes.worker()
     crashing = leader(processes, FAULT_INJECTION=f"{point}:{tmp_path / 'crashed'}", **FAST_SWEEP)
     job_id = per_second_job(client, admin)
-    assert crashing.wait(timeout=20) == faults.EXIT_INJECTED, processes.log(crashing)
+    wait_for(lambda: crashing.poll() is not None, timeout=20, message="the injected crash\n" + processes.logs())
+    assert crashing.returncode == faults.EXIT_INJECTED, processes.log(crashing)
     # When a scheduler starts again (a supervisor would restart it) and fires for a few seconds
     replacement = leader(processes, FAULT_INJECTION=f"{point}:{tmp_path / 'crashed'}", **FAST_SWEEP)
     time.sleep(4)

@@ -12,8 +12,10 @@ from sqlalchemy import delete, select, text
 from app.extensions import db
 from app.models import Execution, Job
 from app.scheduler import sync
+from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.fire import fire_due_job
+from tests.helpers import wait_for
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -120,3 +122,34 @@ def test_reconcile_keeps_a_pending_fire_time_when_nothing_changed(app, job, sche
         db.session.commit()
     sync.reconcile(app, scheduler)
     assert scheduler.get_jobs() == []
+
+
+def test_a_wake_up_with_many_due_jobs_records_them_in_one_batch(app, client, admin):
+    """BatchingScheduler: every due job of a wake-up fires, then every next run time is stored."""
+    ids = [client.post("/api/v1/jobs", headers=admin, json={
+        "name": f"burst-{i}", "job_type": "bash", "script": "true", "schedule": "* * * * *",
+        "concurrency_policy": "allow"}).json["id"] for i in range(30)]
+    engine = app.extensions["jobplane_db"].engine
+    scheduler = BatchingScheduler(jobstores={"default": BatchingJobStore(engine=engine)},
+                                  executors={"default": FireExecutor(app)},
+                                  job_defaults={"coalesce": False, "misfire_grace_time": None}, timezone="UTC")
+    scheduler.start(paused=True)
+    try:
+        # Given 30 jobs all due a second ago
+        sync.reconcile(app, scheduler)
+        due = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=1)
+        for job_id in ids:
+            scheduler.modify_job(job_id, next_run_time=due)
+        # When the scheduler wakes up
+        scheduler.resume()
+
+        def fired():
+            with app.app_context():
+                return set(db.session.scalars(select(Execution.job_id).where(Execution.scheduled_for == due)))
+        # Then each has its execution for that time, and a next run time after it in the store
+        wait_for(lambda: len(fired()) == 30, timeout=10, message="30 fires")
+        assert {str(job_id) for job_id in fired()} == set(ids)
+        wait_for(lambda: all(j.next_run_time > due for j in scheduler.get_jobs()), timeout=5,
+                 message="next run times stored")
+    finally:
+        scheduler.shutdown(wait=False)
