@@ -13,8 +13,11 @@ from datetime import datetime, timezone
 
 from app.executors.base import OutputSink, RunResult, RunSpec, Tick
 
-#: Longest wait in the read loop, so ticks (log flushes, heartbeats) stay frequent.
+#: Longest wait in the read loop while the run is printing (log flushes stay frequent), and
+#: while it is quiet: 450 silent runs polling every 50 ms cost a worker most of a core
+#: (bench/concurrency.py); output wakes the loop at once either way.
 _POLL_SECONDS = 0.05
+_QUIET_POLL_SECONDS = 0.25
 #: After the main process exits, how long to wait for stragglers to close their pipes.
 _DRAIN_SECONDS = 1.0
 
@@ -44,8 +47,11 @@ class Supervision:
         selector.register(self.process.stdout, selectors.EVENT_READ, "stdout")
         selector.register(self.process.stderr, selectors.EVENT_READ, "stderr")
         exited_at: float | None = None
+        printing = True
         while selector.get_map():
-            for key, _ in selector.select(_POLL_SECONDS):
+            ready = selector.select(_POLL_SECONDS if printing else _QUIET_POLL_SECONDS)
+            printing = bool(ready)
+            for key, _ in ready:
                 data = os.read(key.fd, 65536)
                 if data:
                     self._emit(key.data, data)
