@@ -47,239 +47,34 @@ import argparse
 import json
 import math
 import os
-import platform
-import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from common import (BENCH_DATABASE, BENCH_REDIS_DB, SCHEDULER_LOCK_ID, START_LINE,  # noqa: E402,F401
+                    Processes, bench_database_url, bench_redis_url, bootstrap_admin, collect, count_by,
+                    create_jobs, forget_queue, log, machine_info, reset_database, set_bench_name,
+                    summary, wait_for_log, window_of)
 
-#: The console script next to this interpreter (the virtualenv's).
-JOBPLANE = str(Path(sys.executable).with_name("jobplane"))
-BENCH_DATABASE = "jobplane_bench"
-ADMIN_TOKEN = "jp_bench_admin_token_000000"
+from sqlalchemy import create_engine  # noqa: E402
+
+set_bench_name("fire_lag")
 WARMUP_SECONDS = 2
-#: Not the tests' Redis database (15): their fixtures FLUSHDB it.
-BENCH_REDIS_DB = 14
 WORKER_PROCESSES = 1
 WORKER_THREADS = 8
 WORKER_POLL_MS = 100
-#: Not the default lock id, so a bench never competes with another scheduler on this server.
-SCHEDULER_LOCK_ID = 7_402_119
-SCRIPT = 'echo "START $(date +%s.%N)"\n'
-START_LINE = re.compile(r"^START (\d+\.\d+)\s*$", re.MULTILINE)
-TERMINAL = ("success", "failed", "timed_out", "cancelled", "lost")
 
 
-def log(message: str) -> None:
-    print(f"[fire_lag {datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-
-# --- database ---------------------------------------------------------------------------------
-
-def bench_database_url(test_url: str) -> str:
-    """The bench's own database on the server of TEST_DATABASE_URL, created if missing."""
-    url = make_url(test_url)
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                        {"name": BENCH_DATABASE}).scalar()
-            if not exists:
-                log(f"creating database {BENCH_DATABASE}")
-                connection.execute(text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
-    finally:
-        admin.dispose()
-    return url.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
-
-
-def reset_database(url: str) -> None:
-    from app.migrate import upgrade
-
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
-    upgrade(url)
-
-
-def bench_redis_url(test_url: str) -> str:
-    """The Redis server of TEST_REDIS_URL, database BENCH_REDIS_DB."""
-    parts = urlsplit(test_url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{BENCH_REDIS_DB}", parts.query, parts.fragment))
-
-
-# --- processes --------------------------------------------------------------------------------
-
-def process_env(settings: dict) -> dict[str, str]:
-    """This process's environment minus every JOBPLANE_* variable, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPLANE_")}
-    env.update({f"JOBPLANE_{key}": str(value) for key, value in settings.items()})
-    return env
-
-
-class Processes:
-    """The jobplane processes this run started, each in its own session and log file."""
-
-    def __init__(self, settings: dict, log_dir: Path):
-        self.settings = settings
-        self.log_dir = log_dir
-        self.started: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(self, command: str, **extra) -> tuple[subprocess.Popen, Path]:
-        path = self.log_dir / f"{command}.log"
-        with open(path, "wb") as handle:
-            process = subprocess.Popen([JOBPLANE, command], env=process_env({**self.settings, **extra}),
-                                       cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=handle,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        self.started.append((process, path))
-        return process, path
-
-    def stop_all(self, grace: float = 10.0) -> None:
-        """SIGTERM every process group, then SIGKILL what is still there after ``grace``."""
-        for process, _ in self.started:
-            _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for process, _ in self.started:
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                pass
-        for process, _ in self.started:
-            _signal_group(process, signal.SIGKILL)  # the group: Dramatiq's children, sandboxes
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                log(f"process {process.pid} did not die")
-
-    def tails(self, chars: int = 3000) -> str:
-        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-chars:]}"
-                         for _, path in self.started)
-
-
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)  # start_new_session: the group id is the pid
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def wait_for_log(process: subprocess.Popen, path: Path, needle: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while needle not in path.read_text(errors="replace"):
-        if process.poll() is not None:
-            raise RuntimeError(f"{path.stem} exited with {process.returncode} before logging "
-                               f"{needle!r}:\n{path.read_text(errors='replace')[-3000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path.stem} did not log {needle!r} within {timeout} s:\n"
-                               f"{path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.1)
-
-
-# --- jobs and results -------------------------------------------------------------------------
-
-def bootstrap_admin(app) -> None:
-    """The first admin, with a known token; before any jobplane process starts (each of them
-    would otherwise create an admin with a random token)."""
-    from app.extensions import db
-    from app.services import users
-
-    with app.app_context():
-        token = users.bootstrap_admin(token=ADMIN_TOKEN)
-        db.session.commit()
-    if token != ADMIN_TOKEN:
-        raise RuntimeError("the freshly reset database already had an admin")
-
-
-def create_jobs(app, count: int) -> list[str]:
-    client = app.test_client()
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    ids = []
-    for n in range(1, count + 1):
-        response = client.post("/api/v1/jobs", headers=headers, json={
-            "name": f"lag-{n}", "job_type": "bash", "script": SCRIPT, "schedule": "* * * * * *"})
-        if response.status_code != 201:
-            raise RuntimeError(f"creating job lag-{n}: HTTP {response.status_code} {response.get_data(True)}")
-        ids.append(response.json["id"])
-    return ids
-
-
-_ROWS = text("""
-    SELECT e.id::text AS id, e.job_id::text AS job_id, e.scheduled_for, e.status, e.created_at,
-           e.started_at, e.completed_at, e.send_count, e.attempt, e.error_message,
-           (SELECT string_agg(c.data, '' ORDER BY c.seq) FROM execution_log_chunks c
-             WHERE c.execution_id = e.id AND c.stream = 'stdout') AS stdout
-      FROM executions e
-     WHERE e.triggered_by = 'scheduled'
-     ORDER BY e.job_id, e.scheduled_for
-""")
-
-
-def fetch(engine) -> list[dict]:
-    with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(_ROWS)]
-
-
-def window_of(rows: list[dict], job_ids: list[str], per_job: int) -> dict[str, list[datetime]]:
-    """Per job: the fire times measured (after its first fire's warm-up), once it has fired."""
-    first: dict[str, datetime] = {}
-    for row in rows:
-        if row["job_id"] not in first or row["scheduled_for"] < first[row["job_id"]]:
-            first[row["job_id"]] = row["scheduled_for"]
-    return {job: [first[job] + timedelta(seconds=WARMUP_SECONDS + i) for i in range(per_job)]
-            for job in job_ids if job in first}
-
-
-def collect(engine, job_ids: list[str], per_job: int, deadline: float) -> tuple[list[dict], bool]:
-    """Poll until every measured fire time of every job has a finished execution (or deadline)."""
-    last_report = 0.0
-    while True:
-        rows = fetch(engine)
-        window = window_of(rows, job_ids, per_job)
-        by_key = {(r["job_id"], r["scheduled_for"]): r for r in rows}
-        wanted = [(job, t) for job, times in window.items() for t in times]
-        done = sum(1 for key in wanted if key in by_key and by_key[key]["status"] in TERMINAL)
-        complete = len(window) == len(job_ids) and done == len(wanted)
-        if complete or time.monotonic() > deadline:
-            return rows, complete
-        if time.monotonic() - last_report > 5:
-            log(f"{done}/{per_job * len(job_ids)} measured fires finished "
-                f"({len(rows)} executions so far)")
-            last_report = time.monotonic()
-        time.sleep(0.5)
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def summary(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    ordered = sorted(values)
-    return {"n": len(ordered), "min_ms": round(ordered[0], 2), "p50_ms": round(percentile(ordered, 50), 2),
-            "p95_ms": round(percentile(ordered, 95), 2), "p99_ms": round(percentile(ordered, 99), 2),
-            "max_ms": round(ordered[-1], 2), "mean_ms": round(sum(ordered) / len(ordered), 2)}
-
+# --- results ----------------------------------------------------------------------------------
 
 def analyse(rows: list[dict], job_ids: list[str], per_job: int) -> dict:
     window = window_of(rows, job_ids, per_job)
@@ -351,43 +146,7 @@ def analyse(rows: list[dict], job_ids: list[str], per_job: int) -> dict:
         "window": {"from": window_start.isoformat() if window_start else None,
                    "to": window_end.isoformat() if window_end else None},
         "executions_total": len(rows),
-        "executions_by_status": _count_by(rows, "status"),
-    }
-
-
-def _count_by(rows: list[dict], key: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row[key]] = counts.get(row[key], 0) + 1
-    return counts
-
-
-def machine_info(loadavg_at_start: list[float]) -> dict:
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    bwrap = shutil.which("bwrap")
-    bwrap_version = None
-    if bwrap:
-        try:
-            bwrap_version = subprocess.run([bwrap, "--version"], capture_output=True, text=True,
-                                           timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "loadavg_at_start": loadavg_at_start,
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "bubblewrap": bwrap_version,
+        "executions_by_status": count_by(rows, "status"),
     }
 
 
@@ -512,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.dispose()
         if app is not None:
             app.extensions["jobplane_db"].engine.dispose()
-        _forget_queue(redis_url, namespace)
+        forget_queue(redis_url, namespace)
         shutil.rmtree(work_dir, ignore_errors=True)
 
     result = {
@@ -534,20 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_report(result)
     return 0 if result["analysis"]["measured_fires"] >= args.fires else 1
-
-
-def _forget_queue(redis_url: str, namespace: str) -> None:
-    """Best effort: drop this run's keys from Redis."""
-    try:
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{namespace}*", count=500))
-        if keys:
-            client.delete(*keys)
-        client.close()
-    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the result
-        log(f"could not clean Redis keys of {namespace}: {exc}")
 
 
 if __name__ == "__main__":

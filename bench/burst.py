@@ -1,0 +1,411 @@
+"""Burst: 5,000 jobs due at the same instant, vs spawning the same sandboxed processes directly.
+
+What it measures
+    ``--jobs`` (default 5,000) bash jobs whose script is ``true``, all with the 6-field cron
+    ``S M H * * *`` of one instant D about ``--lead-seconds`` ahead (each fires once in the run).
+    Jobplane's figure is the time from D until every one of them has started: max
+    ``executions.started_at`` - D, where ``started_at`` is the worker's clock just before it
+    spawns the sandbox.  Where the time goes: max ``created_at`` - D is the scheduler recording
+    every fire (``created_at`` is taken when the fire transaction starts -- per fire, or once
+    for a batch of fires -- and the messages are sent after its commit; the time of the
+    scheduler's last "fired" log line, written after commit and sends, is reported too), and
+    the started_at percentiles show the workers catching up.
+
+    Direct baseline: the same number of ``bwrap ... bash script.sh`` processes (the command line
+    Jobplane's LocalExecutor builds, script ``true``), spawned by a pool of as many threads as
+    the Jobplane worker has in all (``--worker-processes`` x ``--worker-threads``), each thread
+    waiting for its process before spawning the next, stdout/stderr piped.  Its figure is the
+    time from the pool's start until the last spawn (same clock point: just before Popen).  It
+    runs before and after the Jobplane burst; the ratio uses the mean of the two.
+
+How it runs
+    Database ``jobplane_bench`` reset; the jobs are created through the service layer
+    (``jobs.create_job``: validation, audit row, change notification), 500 per transaction,
+    BEFORE any jobplane process starts; then ``jobplane worker`` (``--worker-processes`` x
+    ``--worker-threads``, Jobplane's default WORKER_POLL_MS unless ``--worker-poll-ms``,
+    SANDBOX=bubblewrap) and ``jobplane scheduler``
+    start, the scheduler reconciles the jobs into APScheduler's store when it becomes leader,
+    and the burst fires at D.  The run stops when every execution is final or at D +
+    ``--timeout`` (default 600 s); processes are stopped in a finally block.  CPU seconds used
+    during the burst are read from /proc for the scheduler, the worker's process tree, all
+    PostgreSQL processes and redis-server.
+
+Running it (from the repository root; services from scripts/ensure-test-services.sh)
+    . ./.test-services.env && .venv/bin/python bench/burst.py
+    # options: --jobs N (default 5000)  --lead-seconds S (default 150)
+    #          --worker-processes N (2)  --worker-threads N (4)  --timeout S (600)  --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+from common import JobplaneBench, log, wait_for_log  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+common.set_bench_name("burst")
+SCRIPT = "true\n"
+BASH = "/bin/bash"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- direct baseline --------------------------------------------------------------------------
+
+def direct_spawns(count: int, parallel: int) -> dict:
+    """``count`` sandboxed ``bash script.sh`` (``true``) processes, ``parallel`` at a time."""
+    from app.executors import sandbox
+    from app.executors.local import _outside_usr
+
+    workdir = tempfile.mkdtemp(prefix="jobplane-bench-direct-")
+    Path(workdir, "script.sh").write_text(SCRIPT)
+    argv = sandbox.wrap([BASH, "script.sh"], workdir=workdir,
+                        extra_read_only=_outside_usr(os.path.realpath(sys.executable), BASH))
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": sandbox.SANDBOX_WORKDIR, "LANG": "C.UTF-8"}
+    spawn_times: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+
+    def one(_):
+        spawned = time.time()
+        completed = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+        with lock:
+            spawn_times.append(spawned)
+            if completed.returncode != 0:
+                failures[0] += 1
+
+    monitor = common.CpuMonitor().start()
+    try:
+        start = time.time()
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            list(pool.map(one, range(count)))
+        end = time.time()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    spawn_times.sort()
+    return {"count": count, "parallel": parallel, "failures": failures[0],
+            "all_started_s": round(spawn_times[-1] - start, 3),
+            "half_started_s": round(spawn_times[len(spawn_times) // 2] - start, 3),
+            "all_finished_s": round(end - start, 3),
+            "spawns_per_s": round(count / (spawn_times[-1] - start), 1),
+            "cpu": monitor.stop()}
+
+
+# --- CPU accounting ---------------------------------------------------------------------------
+
+def _stat(pid: int) -> tuple[int, list[str]] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return pid, [f.decode() for f in fields]
+    except OSError:
+        return None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _all_pids() -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        st = _stat(pid)
+        if st:
+            children.setdefault(int(st[1][1]), []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_snapshot(scheduler_pid: int, worker_pid: int) -> dict[str, float]:
+    """CPU seconds (user+system, with reaped children) of each group of processes.  The sandboxes'
+    own CPU is not in the worker's: PID 1 reaps them (see common.CpuMonitor)."""
+    groups = {"scheduler": [scheduler_pid], "worker": _tree(worker_pid),
+              "postgresql": [p for p in _all_pids() if _comm(p).startswith("postgres")],
+              "redis": [p for p in _all_pids() if _comm(p).startswith("redis-server")]}
+    totals = {}
+    for name, pids in groups.items():
+        total = 0
+        for pid in pids:
+            st = _stat(pid)
+            if st:
+                f = st[1]  # fields after the command: state is f[0]; utime f[11] .. cstime f[14]
+                total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        totals[name] = total / CLK_TCK
+    totals["machine (user+system)"] = common._machine_busy_seconds()
+    return totals
+
+
+# --- Jobplane burst ---------------------------------------------------------------------------
+
+def make_specs(count: int, due: datetime) -> list[dict]:
+    schedule = f"{due.second} {due.minute} {due.hour} * * *"
+    return [{"name": f"burst-{n}", "script": SCRIPT, "schedule": schedule} for n in range(1, count + 1)]
+
+
+_BURST = text("""
+    SELECT e.status, e.created_at, e.started_at, e.completed_at, e.scheduled_for, e.send_count
+      FROM executions e JOIN jobs j ON j.id = e.job_id
+     WHERE e.triggered_by = 'scheduled' AND j.name LIKE 'burst-%'
+""")
+
+
+def burst_rows(engine) -> list[dict]:
+    with engine.connect() as connection:
+        return [dict(r._mapping) for r in connection.execute(_BURST)]
+
+
+def run_burst(env: JobplaneBench, args: argparse.Namespace) -> dict:
+    due_ts = float(int(time.time() + args.lead_seconds))
+    due = common.utc(due_ts)
+    log(f"creating {args.jobs} jobs due at {due.isoformat()} (cron '{due.second} {due.minute} {due.hour} * * *')")
+    t = time.monotonic()
+    common.create_jobs_in_bulk(env.app, make_specs(args.jobs, due))
+    create_s = time.monotonic() - t
+    log(f"created in {create_s:.1f} s; starting worker and scheduler")
+    processes = env.processes("jobplane")
+    info: dict = {"create_jobs_s": round(create_s, 1), "due": due.isoformat()}
+    try:
+        t = time.monotonic()
+        worker, worker_log = processes.start("worker", WORKER_PROCESSES=args.worker_processes,
+                                             WORKER_THREADS=args.worker_threads, SANDBOX="bubblewrap",
+                                             **({"WORKER_POLL_MS": args.worker_poll_ms}
+                                                if args.worker_poll_ms is not None else {}))
+        scheduler, scheduler_log = processes.start("scheduler")
+        wait_for_log(scheduler, scheduler_log, "became the scheduler leader", timeout=60)
+        remaining = due_ts - time.time() - 2
+        wait_for_log(scheduler, scheduler_log, "reconciled job store", timeout=max(remaining, 1))
+        wait_for_log(worker, worker_log, "ready for action", timeout=60)
+        info["startup_and_reconcile_s"] = round(time.monotonic() - t, 1)
+        info["margin_before_due_s"] = round(due_ts - time.time(), 1)
+        log(f"scheduler reconciled {args.jobs} jobs in {info['startup_and_reconcile_s']} s after start; "
+            f"{info['margin_before_due_s']} s before the burst")
+        if info["margin_before_due_s"] < 1:
+            raise RuntimeError("the scheduler was not ready before the due instant: raise --lead-seconds")
+        time.sleep(max(due_ts - time.time() - 0.5, 0))
+        cpu_before = cpu_snapshot(scheduler.pid, worker.pid)
+        monitor = common.CpuMonitor().start()
+        wall_before = time.time()
+        deadline = due_ts + args.timeout
+        last = 0.0
+        while True:
+            rows = burst_rows(env.engine)
+            final = sum(1 for r in rows if r["status"] not in ("queued", "running"))
+            if final >= args.jobs or time.time() > deadline:
+                break
+            if time.time() - last > 5:
+                started = sum(1 for r in rows if r["started_at"] is not None)
+                log(f"t+{time.time() - due_ts:5.1f} s: {len(rows)} recorded, {started} started, {final} final")
+                last = time.time()
+            time.sleep(0.5)
+        cpu_after = cpu_snapshot(scheduler.pid, worker.pid)
+        usage = monitor.stop()
+        info["other_cores_avg"] = usage["other_cores_avg"]
+        info["kernel_threads_cpu_s"] = usage["kernel_threads_cpu_s"]
+        info["reaped_by_init_cpu_s"] = usage["reaped_by_init_cpu_s"]
+        info["cpu_window_s"] = round(time.time() - wall_before, 1)
+        info["cpu_seconds"] = {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_before}
+        # When the scheduler logged its fires (after the commit and the sends): with fires
+        # recorded in one transaction, created_at is the transaction's start, not its commit.
+        fired = [t - due_ts for t in common.log_times(scheduler_log, "fired ") if t >= due_ts - 1]
+        info["scheduler_fired_log_lines"] = len(fired)
+        info["scheduler_last_fired_log_s"] = round(max(fired), 3) if fired else None
+        info["scheduler_log_warnings"] = sum(1 for line in scheduler_log.read_text(errors="replace").splitlines()
+                                             if " WARNING " in line or " ERROR " in line or " CRITICAL " in line)
+    finally:
+        processes.stop_all()
+    rows = burst_rows(env.engine)
+    info.update(analyse(rows, due_ts, args.jobs))
+    return info
+
+
+def _quantiles(offsets: list[float], total: int) -> dict:
+    """Seconds after the due instant by which 1 %, 50 %, 90 %, 99 % and all of ``total`` happened."""
+    offsets = sorted(offsets)
+    out = {}
+    for label, fraction in (("first", 0.0), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("all", 1.0)):
+        k = max(int(round(fraction * total)) - 1, 0)
+        out[label] = round(offsets[k], 3) if k < len(offsets) else None
+    return out
+
+
+def analyse(rows: list[dict], due_ts: float, total: int) -> dict:
+    created = [r["created_at"].timestamp() - due_ts for r in rows]
+    started = [r["started_at"].timestamp() - due_ts for r in rows if r["started_at"] is not None]
+    completed = [r["completed_at"].timestamp() - due_ts for r in rows if r["completed_at"] is not None]
+    by_status = common.count_by(rows, "status")
+    recorded = _quantiles(created, total)
+    start_q = _quantiles(started, total)
+    result = {"executions": len(rows), "by_status": by_status,
+              "sent_more_than_once": sum(1 for r in rows if r["send_count"] > 1),
+              "recorded_s": recorded, "started_s": start_q, "completed_s": _quantiles(completed, total),
+              "all_started_s": start_q["all"]}
+    if recorded["all"] is not None and recorded["first"] is not None and recorded["all"] - recorded["first"] > 0.01:
+        result["record_rate_per_s"] = round(total / (recorded["all"] - recorded["first"]), 1)
+    else:
+        result["record_rate_per_s"] = None  # one transaction for the whole burst: see the log line
+    if start_q["all"] is not None and recorded["all"] is not None:
+        result["workers_after_last_record_s"] = round(start_q["all"] - recorded["all"], 3)
+    if started:
+        result["start_rate_per_s"] = round(len(started) / max(max(started) - min(started), 1e-9), 1)
+    # Queue wait (insert -> spawn) over the burst, to show the backlog.
+    waits = [r["started_at"].timestamp() - r["created_at"].timestamp() for r in rows if r["started_at"] is not None]
+    s = common.summary(waits)
+    result["insert_to_spawn_s"] = {k.replace("_ms", ""): v for k, v in s.items()}
+    return result
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def print_report(result: dict) -> None:
+    m, j = result["machine"], result["jobplane"]
+    print(f"Burst: {result['jobs']} jobs (bash `true`) due at the same instant, vs direct sandboxed spawns")
+    print(f"  date          {result['date']}")
+    print(f"  command       {result['command']}")
+    print(f"  machine       nproc={m['nproc']}  cpu={m['cpu_model']}  kernel={m['kernel']}  python={m['python']}  "
+          f"{m['bubblewrap']}  loadavg start/end={m['loadavg_at_start']}/{m['loadavg_at_end']}")
+    print(f"  other load    {result['busy_cores_before_start']} cores busy just before the start")
+    print(f"  code          commit {result['git']['commit']} (+{result['git']['app_modified_files']} modified files in app/)")
+    print(f"  setup         worker {result['worker_processes']} processes x {result['worker_threads']} threads "
+          f"(WORKER_POLL_MS={result['worker_poll_ms']}, bubblewrap); direct pool of {result['parallel']} threads")
+    print(f"  jobs created in {j['create_jobs_s']} s (service layer); scheduler start + reconcile "
+          f"{j.get('startup_and_reconcile_s')} s; due {j['due']}")
+    print()
+    for n, d in enumerate(result["direct"], 1):
+        print(f"  direct #{n}: all started after {d['all_started_s']:.2f} s (half {d['half_started_s']:.2f} s), "
+              f"all finished {d['all_finished_s']:.2f} s, {d['spawns_per_s']}/s, failures {d['failures']}, "
+              f"CPU s: bench {d['cpu']['bench_cpu_s']}, sandboxes (reaped by init) "
+              f"{d['cpu']['reaped_by_init_cpu_s']}, kernel threads {d['cpu']['kernel_threads_cpu_s']}, "
+              f"other programs {d['cpu']['other_cores_avg']} cores")
+    print(f"  direct mean all started: {result['direct_mean_s']:.2f} s")
+    print()
+    print(f"  jobplane: executions {j['executions']} {j['by_status']}, sent more than once {j['sent_more_than_once']}"
+          f"; attempts discarded because Redis/PostgreSQL restarted: {j['discarded_attempts']}")
+    for label, key in (("recorded by the scheduler (created_at)", "recorded_s"),
+                       ("spawned by the workers (started_at)", "started_s"),
+                       ("finished (completed_at)", "completed_s")):
+        q = j[key]
+        print(f"    {label:42s} first {q['first']}  50% {q['p50']}  90% {q['p90']}  99% {q['p99']}  all {q['all']} s")
+    print(f"    scheduler's last 'fired' log line (after commit and send): {j.get('scheduler_last_fired_log_s')} s "
+          f"after the due instant ({j.get('scheduler_fired_log_lines')} lines)")
+    print(f"    scheduler records {j.get('record_rate_per_s')} fires/s; workers start {j.get('start_rate_per_s')} runs/s; "
+          f"last spawn {j.get('workers_after_last_record_s')} s after the last record")
+    print(f"    insert -> spawn wait (s): {j['insert_to_spawn_s']}")
+    print(f"    CPU seconds during the burst ({j.get('cpu_window_s')} s): {j.get('cpu_seconds')}; kernel threads "
+          f"{j.get('kernel_threads_cpu_s')}; sandboxes (reaped by init) {j.get('reaped_by_init_cpu_s')}; "
+          f"other programs {j.get('other_cores_avg')} cores")
+    print()
+    g = result["goal"]
+    print(f"  all started: jobplane {g['jobplane_s']} s vs direct {g['direct_s']:.2f} s -> ratio {g['ratio']:.2f}")
+    print(f"  goal: ratio <= 1.3 -> {'MET' if g['met'] else 'NOT MET'}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--lead-seconds", type=int, default=150,
+                        help="how far ahead of job creation the due instant is (default 150)")
+    parser.add_argument("--worker-processes", type=int, default=2)
+    parser.add_argument("--worker-threads", type=int, default=4)
+    parser.add_argument("--timeout", type=int, default=600, help="give up this long after the due instant")
+    parser.add_argument("--worker-poll-ms", type=int, default=None,
+                        help="JOBPLANE_WORKER_POLL_MS of the worker (default: Jobplane's default)")
+    parser.add_argument("--quiet-wait", type=float, default=120,
+                        help="wait at most this long for other programs to leave the CPU idle (default 120 s)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if not 1 <= args.jobs <= 20000:
+        parser.error("--jobs must be 1..20000")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, common.on_sigterm)
+    random.seed(1)
+    loadavg_at_start = common.loadavg()
+    parallel = args.worker_processes * args.worker_threads
+    env = JobplaneBench()
+    direct = []
+    try:
+        env.reset()
+        poll_ms = args.worker_poll_ms if args.worker_poll_ms is not None else env.app.config["WORKER_POLL_MS"]
+        quiet = common.wait_for_quiet(args.quiet_wait)
+        log(f"direct baseline #1: {args.jobs} sandboxed spawns, {parallel} at a time")
+        direct.append(direct_spawns(args.jobs, parallel))
+        log(f"direct #1: all started after {direct[-1]['all_started_s']} s")
+        first = [True]
+
+        def step():
+            if not first[0]:
+                env.reset()  # a fresh database: the interrupted burst's jobs and executions go
+            first[0] = False
+            return run_burst(env, args)
+
+        jobplane, discarded = common.undisturbed(step, what="jobplane burst", database_url=env.database_url,
+                                                 redis_url=env.redis_url)
+        jobplane["discarded_attempts"] = discarded
+        log(f"jobplane: all started after {jobplane['all_started_s']} s")
+        log(f"direct baseline #2: {args.jobs} sandboxed spawns, {parallel} at a time")
+        direct.append(direct_spawns(args.jobs, parallel))
+        log(f"direct #2: all started after {direct[-1]['all_started_s']} s")
+    finally:
+        env.close()
+    direct_mean = sum(d["all_started_s"] for d in direct) / len(direct)
+    complete = jobplane["executions"] == args.jobs and jobplane["started_s"]["all"] is not None
+    ratio = jobplane["all_started_s"] / direct_mean if complete else float("nan")
+    result = {
+        "benchmark": "burst",
+        "measures": "due instant -> last of N runs spawned (executions.started_at) vs direct sandboxed spawns",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": common.command_line(),
+        "jobs": args.jobs, "worker_processes": args.worker_processes, "worker_threads": args.worker_threads,
+        "parallel": parallel, "worker_poll_ms": poll_ms,
+        "direct": direct, "direct_mean_s": round(direct_mean, 3),
+        "jobplane": jobplane,
+        "goal": {"jobplane_s": jobplane["all_started_s"], "direct_s": direct_mean, "ratio": ratio,
+                 "met": complete and ratio <= 1.3},
+        "busy_cores_before_start": quiet,
+        "git": common.git_state(),
+        "machine": common.machine_info(loadavg_at_start),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+    return 0 if complete else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)
