@@ -52,8 +52,8 @@ class Standalone:
     def _up(self):
         assert self.process.poll() is None, self.log.read_text()
         try:
-            return requests.get(f"{self.url}/health", timeout=1).ok
-        except requests.ConnectionError:
+            return requests.get(f"{self.url}/health", timeout=3).ok
+        except requests.RequestException:  # refused, or accepted before the app answers
             return False
 
     def stop(self):

@@ -19,8 +19,8 @@ def test_jobplane_web_serves_the_api_behind_gunicorn(app, processes):
 
     def healthy():
         try:
-            return requests.get(f"{base}/health", timeout=1).json() == {"status": "ok"}
-        except requests.ConnectionError:
+            return requests.get(f"{base}/health", timeout=3).json() == {"status": "ok"}
+        except requests.RequestException:  # refused, or accepted while gunicorn's worker still boots
             return False
     wait_for(healthy, timeout=30, message="gunicorn to answer\n" + processes.logs())
     # The first start of the web process created the admin with the bootstrap token
