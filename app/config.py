@@ -101,7 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Dramatiq threads per worker process: how many jobs one process runs at once"),
     Setting("WORKER_POLL_MS", 10, _parse_int,
             "longest pause of an idle Dramatiq consumer between queue polls, in ms (Dramatiq's 1000 "
-            "adds up to a second of fire lag; 100 adds up to 100 ms)"),
+            "adds up to a second of fire lag; 100 adds up to 100 ms). Each idle worker thread wakes this "
+            "often too: for workers with hundreds of threads use 100 (bench/concurrency.py)"),
     Setting("QUEUE_NAMESPACE", "jobplane", _parse_str, "prefix of Jobplane's keys in Redis"),
     Setting("SCHEDULER_LOCK_ID", 7_402_118, _parse_int,
             "PostgreSQL advisory lock key the scheduler replicas compete for"),

@@ -35,14 +35,18 @@ Worker configuration (defaults: 2 processes x 300 threads, WORKER_POLL_MS=100)
     needs more threads than runs.  How many more is decided by Dramatiq's prefetch: each worker
     process fetches up to 2 x its threads messages (``queue_prefetch`` default), so a process
     whose threads are all busy still takes messages from Redis, and they wait in its memory
-    behind 60 s sleeps while another process has idle threads.  The split of the 450 runs
-    between processes is uneven (each consumer takes what has arrived since its last poll; 260/190
-    and 275/175 were measured with 2 processes), so every process needs headroom over its share,
-    not only the total: 2 x 300 threads hold 450 runs with a split up to 300/150 (the split is
-    reported).  3 x 160 (480 threads) leaves 10 threads per process on average: an unlucky split
-    leaves runs, and the tick job, waiting in a full process.  Two processes also match the 2 cores and keep the worst-case
-    connection pools (2 x 30: SQLAlchemy pool_size 10 + max_overflow 20) well under PostgreSQL's
-    max_connections (100 here), which other clients share.
+    behind 60 s sleeps while another process has idle threads (until the sweeper sends them
+    again after JOBPLANE_REQUEUE_AFTER_SECONDS; the bench counts those).  The split of the runs
+    between processes is uneven -- each consumer takes what has arrived since its last poll;
+    227/223 to 275/175 were measured with 2 processes -- so every process needs headroom over
+    its share, not only the total: 2 x 300 threads hold 450 runs with any split up to 300/150.
+    3 x 160 (480 threads, 10 to spare per process on average) failed in each of 3 runs: 12 to
+    61 runs and the tick job waited 30-56 s in a full process.  Two processes also match the 2
+    cores and keep the worker's connection pools (at most 2 x 30: SQLAlchemy pool_size 10 +
+    max_overflow 20) well under PostgreSQL's max_connections (100 here), which others share.
+    WORKER_POLL_MS is also how often each idle Dramatiq worker thread wakes up: Jobplane's
+    default of 10 ms made the 600 idle threads use 1.35 cores of 2 (``--poll-ms 10``), so the
+    bench sets 100.
 
 How it runs
     Database ``jobplane_bench`` (reset and migrated at start, like fire_lag.py; the bench first
@@ -56,7 +60,8 @@ How it runs
 Running it (from the repository root; services from scripts/ensure-test-services.sh)
     . ./.test-services.env && .venv/bin/python bench/concurrency.py
     # options: --runs N (450)  --sleep S (60)  --sleeper-jobs N (15)  --idle-fires N (60)
-    #          --processes N (2)  --threads N (300)  --submit-threads N (4)  --wait-db S (900)  --json
+    #          --processes N (2)  --threads N (300)  --poll-ms MS (100)  --submit-threads N (4)
+    #          --wait-db S (900)  --attempts N (3)  --json
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 #: Not the tests' database (15), nor the other benches' (14) and the Celery baseline's (13).
 REDIS_DB = 12
+#: Dramatiq's ``worker_timeout``: an idle consumer's longest pause between polls, and also how
+#: often each idle worker thread wakes up.  Jobplane's default (10 ms) makes 600 threads wake
+#: 60,000 times a second; --poll-ms 10 measures that.
 WORKER_POLL_MS = 100
 WARMUP_SECONDS = 2
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -486,7 +494,7 @@ def submit_runs(app, job_ids: list[str], runs: int, threads: int) -> dict:
 
 
 _SLEEPERS = text("""
-    SELECT id::text AS id, status, created_at, started_at, completed_at, worker_id, error_message
+    SELECT id::text AS id, status, created_at, started_at, completed_at, worker_id, error_message, send_count
       FROM executions WHERE job_id::text = ANY(:jobs)
 """)
 
@@ -589,7 +597,7 @@ def run(args: argparse.Namespace) -> dict:
     result: dict = {"benchmark": "concurrency", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "command": common.command_line(),
                     "settings": {"WORKER_PROCESSES": args.processes, "WORKER_THREADS": args.threads,
-                                 "WORKER_POLL_MS": WORKER_POLL_MS, "SANDBOX": "bubblewrap",
+                                 "WORKER_POLL_MS": args.poll_ms, "SANDBOX": "bubblewrap",
                                  "redis_db": REDIS_DB, "database": BENCH_DATABASE},
                     "runs": args.runs, "sleep_s": args.sleep, "sleeper_jobs": args.sleeper_jobs,
                     "git": common.git_state()}
@@ -598,7 +606,7 @@ def run(args: argparse.Namespace) -> dict:
     created: list[str] = []
     try:
         worker, worker_log = env.start("worker", "worker", WORKER_PROCESSES=args.processes,
-                                       WORKER_THREADS=args.threads, WORKER_POLL_MS=WORKER_POLL_MS,
+                                       WORKER_THREADS=args.threads, WORKER_POLL_MS=args.poll_ms,
                                        SANDBOX="bubblewrap")
         scheduler, scheduler_log = env.start("scheduler", "scheduler")
         started = time.monotonic()
@@ -749,6 +757,9 @@ def analyse_sleepers(rows: list[dict], submitted: dict, all_running_ts: float | 
         "max_running_at_once": max_overlap(rows),
         "queued_to_running_ms": common.summary(waits),
         "runs_per_worker_process": dict(sorted(by_process.items())),
+        # Sent again by the sweeper after JOBPLANE_REQUEUE_AFTER_SECONDS still queued.
+        "sent_more_than_once": sum(1 for r in rows if r["send_count"] > 1),
+        "waited_over_5s": sum(1 for w in waits if w > 5000),
         "plateau_from_ts": last_start if reached else None,
         "plateau_to_ts": first_end if reached else None,
         "plateau_s": round(first_end - last_start, 1) if reached and first_end else None,
@@ -778,7 +789,7 @@ def print_report(r: dict) -> None:
     print(f"  machine   nproc={m['nproc']}  cpu={m['cpu_model']}  kernel={m['kernel']}  python={m['python']}  "
           f"{m['bubblewrap']}  loadavg start/end={m['loadavg_at_start']}/{m['loadavg_at_end']}")
     print(f"  setup     1 scheduler; worker {r['settings']['WORKER_PROCESSES']} processes x "
-          f"{r['settings']['WORKER_THREADS']} threads, WORKER_POLL_MS={WORKER_POLL_MS}, SANDBOX=bubblewrap "
+          f"{r['settings']['WORKER_THREADS']} threads, WORKER_POLL_MS={r['settings']['WORKER_POLL_MS']}, SANDBOX=bubblewrap "
           f"(ready {r.get('worker_ready_s')} s after start); {r['sleeper_jobs']} allow-jobs; "
           f"PostgreSQL db {BENCH_DATABASE}, Redis db {REDIS_DB}")
     print()
@@ -789,6 +800,8 @@ def print_report(r: dict) -> None:
     print(f"  max running at once   {s.get('max_running_at_once')}")
     print(f"  queued -> running     {common.fmt_summary(s.get('queued_to_running_ms', {}))}")
     print(f"  runs per process      {s.get('runs_per_worker_process')}")
+    print(f"  waited > 5 s          {s.get('waited_over_5s')}; sent again by the sweeper (still queued after "
+          f"REQUEUE_AFTER_SECONDS): {s.get('sent_more_than_once')}")
     print(f"  plateau               {s.get('plateau_s')} s (all running -> first finished)")
     print(f"  outcomes              {s.get('by_status')}  {s.get('errors') or ''}")
     print()
@@ -811,7 +824,8 @@ def print_report(r: dict) -> None:
                                                for w in r[key]["worst"]))
     print()
     mem = r.get("memory", {})
-    print(f"  worker memory, peak on the plateau ({mem.get('plateau_samples')} samples): "
+    span = "on the plateau" if s.get("all_running_at_once") else "under load (no plateau)"
+    print(f"  worker memory, peak {span} ({mem.get('plateau_samples')} samples): "
           f"RSS {mb(mem.get('peak_rss_kb'))} (PSS {mb(mem.get('peak_pss_kb'))}) in {mem.get('jobplane_processes')} "
           f"processes, {mem.get('peak_threads')} threads; idle RSS {mb(r.get('idle_memory', {}).get('rss_kb'))}")
     print(f"  sandboxes, peak: {mem.get('peak_sandbox_processes')} processes, RSS {mb(mem.get('peak_sandbox_rss_kb'))} "
@@ -835,7 +849,7 @@ def print_report(r: dict) -> None:
         print(f"  {name} log: {len(lines)} ERROR/CRITICAL/Traceback lines, e.g. {lines[:3]}")
     if r.get("sampler_errors"):
         print(f"  sampler errors: {r['sampler_errors']}")
-    print("  percentiles are nearest-rank: with ~60 samples, p99 is the largest")
+    print("  percentiles are nearest-rank: with fewer than 100 samples, p99 is the largest")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -847,6 +861,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-fires", type=int, default=60, help="idle fires of the tick job measured (60)")
     parser.add_argument("--processes", type=int, default=2, help="JOBPLANE_WORKER_PROCESSES (default 2)")
     parser.add_argument("--threads", type=int, default=300, help="JOBPLANE_WORKER_THREADS (default 300)")
+    parser.add_argument("--poll-ms", type=int, default=WORKER_POLL_MS,
+                        help=f"JOBPLANE_WORKER_POLL_MS (default {WORKER_POLL_MS}; Jobplane's own default is 10)")
     parser.add_argument("--submit-threads", type=int, default=4, help="threads posting the runs (default 4)")
     parser.add_argument("--wait-db", type=float, default=900,
                         help=f"longest wait for {BENCH_DATABASE} to be free of other clients (default 900 s)")

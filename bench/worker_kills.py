@@ -10,7 +10,7 @@ What it measures
     on-demand job, ``sleep 20``, ``max_retries: 1``, ``retry_delay_seconds: 0``,
     ``concurrency_policy: allow``.  ``--kills`` times:
 
-    1. start a worker (``--processes`` x 8 threads, WORKER_POLL_MS=100, SANDBOX=bubblewrap) and
+    1. start a worker (``--processes`` x 8 threads, SANDBOX=bubblewrap, the rest defaults) and
        wait until each of its processes is ready;
     2. run the job (``POST /api/v1/jobs/{id}/run``) and wait until the execution is ``running``,
        then a random 1-5 s more (so kills fall anywhere between two heartbeats);
@@ -64,7 +64,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 from common import ADMIN_TOKEN, BENCH_DATABASE, log  # noqa: E402
-from concurrency import REDIS_DB, WORKER_POLL_MS, Disturbed, Environment, wait_ready  # noqa: E402
+from concurrency import REDIS_DB, Disturbed, Environment, wait_ready  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 WORKER_THREADS = 8
@@ -101,7 +101,7 @@ def wait_until(predicate, timeout: float, interval: float, what: str):
 
 def start_worker(env: Environment, name: str, processes: int):
     worker, path = env.start("worker", name, WORKER_PROCESSES=processes, WORKER_THREADS=WORKER_THREADS,
-                             WORKER_POLL_MS=WORKER_POLL_MS, SANDBOX="bubblewrap")
+                             SANDBOX="bubblewrap")
     wait_ready(worker, path, "is ready for action", processes, timeout=90)
     return worker
 
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict:
     result: dict = {"benchmark": "worker_kills", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "command": common.command_line(), "kills_requested": args.kills, "seed": args.seed,
                     "settings": {**settings, "WORKER_PROCESSES": args.processes, "WORKER_THREADS": WORKER_THREADS,
-                                 "WORKER_POLL_MS": WORKER_POLL_MS, "SANDBOX": "bubblewrap", "redis_db": REDIS_DB,
+                                 "SANDBOX": "bubblewrap", "redis_db": REDIS_DB,
                                  "database": BENCH_DATABASE},
                     "job": {"script": f"sleep {RUN_SECONDS}", "max_retries": 1, "retry_delay_seconds": 0},
                     "git": common.git_state(), "kills": []}
