@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the real services the tests need are here: PostgreSQL, Redis, bubblewrap.
+# Make sure the real services the tests need are here: PostgreSQL, Redis, bubblewrap, Node.js with
+# the OIDC provider's packages (tests/oidc_provider, standing in for Azure AD), and Chromium.
 # For each: use a running one; else start an installed one; else install it with apt (as root);
 # else stop with a message that says what to do.  Writes .test-services.env for pytest.
 set -euo pipefail
@@ -77,8 +78,22 @@ bwrap --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 --sy
     --proc /proc --dev /dev --unshare-all --die-with-parent /bin/true \
     || die "bubblewrap is installed but cannot create namespaces here (user namespaces disabled?)"
 
+# --- Node.js and the OIDC provider that stands in for Azure AD (tests/oidc_provider) -----------
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+node -e 'process.exit(typeof URL.parse === "function" ? 0 : 1)' \
+    || die "Node.js $(node --version) is too old for oidc-provider: install Node.js 20.18 or newer"
+provider_dir=tests/oidc_provider
+if [ ! -f "$provider_dir/node_modules/.package-lock.json" ] \
+    || [ "$provider_dir/package-lock.json" -nt "$provider_dir/node_modules/.package-lock.json" ]; then
+    say "installing the OIDC provider's npm packages from $provider_dir/package-lock.json"
+    (cd "$provider_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+# --- Chromium for the browser tests (Playwright drives Debian's build; it cannot fetch its own) -
+if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+
 cat > .test-services.env <<ENV
 export TEST_DATABASE_URL="postgresql+psycopg2://$DB_USER:$DB_PASSWORD@$PGHOST:$PGPORT/jobplane_test"
 export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/15"
 ENV
-say "PostgreSQL, Redis and bubblewrap are ready"
+say "PostgreSQL, Redis, bubblewrap, Node.js with the OIDC provider, and Chromium are ready"
