@@ -22,7 +22,7 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ADMIN_TOKEN = "jp_test_admin_token_0123456789"
 
 _TABLES = ("execution_log_chunks", "executions", "jobs", "api_tokens", "users", "teams", "audit_logs",
-           "apscheduler_jobs")
+           "apscheduler_jobs", "web_sessions")
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +69,10 @@ def app(settings):
 def _empty_database(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as connection:
+        connection.execute(text("SET LOCAL jobplane.audit_prune = 'on'"))  # the audit log is append-only
         connection.execute(text(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE"))
+        connection.execute(text("UPDATE audit_chain_head SET last_id = 0, last_hash = '', anchor_id = 0, "
+                                "anchor_hash = ''"))
     engine.dispose()
 
 

@@ -17,7 +17,8 @@ from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.leader import LeaderLock
 from app.scheduler.listener import JobChangeListener
-from app.services import sweeper
+from app.services import audit_trail, sweeper
+from app.services.actors import SYSTEM
 from app.services.scheduler_signal import add_listener
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ EXIT_STOPPED = 0
 EXIT_LOST_LEADERSHIP = 3
 EXIT_SCHEDULER_DIED = 4
 EXIT_STORE_FAILING = 5
+#: how often the leader prunes what is past retention
+MAINTENANCE_INTERVAL_SECONDS = 3600.0
 
 
 class SchedulerService:
@@ -89,7 +92,7 @@ class SchedulerService:
     def _lead(self) -> int:
         check = self.config["SCHEDULER_LOCK_CHECK_SECONDS"]
         next_reconcile = time.monotonic() + self.config["SCHEDULER_RECONCILE_SECONDS"]
-        next_sweep = time.monotonic()
+        next_sweep = next_maintenance = time.monotonic()
         store_failing_since: float | None = None
         while not self.stopping.wait(check):
             if not self.lock.is_held():
@@ -113,6 +116,9 @@ class SchedulerService:
             if now >= next_sweep:
                 self.sweep()
                 next_sweep = now + self.config["SWEEP_INTERVAL_SECONDS"]
+            if now >= next_maintenance:
+                self.maintain()
+                next_maintenance = now + MAINTENANCE_INTERVAL_SECONDS
         return EXIT_STOPPED
 
     def _store_reachable(self) -> bool:
@@ -150,6 +156,17 @@ class SchedulerService:
                 logger.warning("sweeper: re-sent %d queued execution(s), declared %d lost", len(resent), len(lost))
         except Exception:
             logger.exception("sweep failed; will try again")
+
+    def maintain(self) -> None:
+        """Hourly upkeep: prune audit rows past their retention (in short committed batches)."""
+        try:
+            with self.app.app_context():
+                removed = audit_trail.prune(actor=SYSTEM, retention_days=self.config["AUDIT_RETENTION_DAYS"])
+                db.session.commit()
+            if removed:
+                logger.info("maintenance: pruned %d audit row(s) past retention", removed)
+        except Exception:
+            logger.exception("maintenance failed; will try again")
 
     def _shutdown(self) -> None:
         self.is_leader.clear()

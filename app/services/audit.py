@@ -8,6 +8,8 @@ from uuid import UUID
 
 from app.extensions import db
 from app.models import AuditLog
+from app.models.base import utcnow
+from app.services import audit_chain
 from app.services.actors import Actor
 
 
@@ -22,7 +24,8 @@ def jsonable(value: Any) -> Any:
 
 def record(*, actor: Actor, action: str, resource_type: str, resource_id: Any,
            changes: dict[str, Any] | None = None) -> AuditLog:
-    """Add an audit row for a change made in the current transaction.
+    """Add an audit row for a change made in the current transaction; it is chained and
+    inserted when the transaction commits, and dropped if it rolls back.
 
     Parameters:
       action: what happened, in the spec's words (``job_created``, ``job_executed``…).
@@ -30,7 +33,7 @@ def record(*, actor: Actor, action: str, resource_type: str, resource_id: Any,
     """
     row = AuditLog(
         user_id=actor.user.id if actor.user else None,
-        email=actor.user.email if actor.user else None,
+        email=actor.user.email if actor.user else actor.label,
         action=action,
         resource_type=resource_type,
         resource_id=str(resource_id),
@@ -38,6 +41,7 @@ def record(*, actor: Actor, action: str, resource_type: str, resource_id: Any,
         ip_address=actor.ip_address,
         user_agent=actor.user_agent,
         request_id=actor.request_id,
+        created_at=utcnow(),
     )
-    db.session.add(row)
+    audit_chain.add_pending(db.session, row)
     return row
