@@ -145,6 +145,30 @@ SETTINGS: tuple[Setting, ...] = (
             "largest stored log per execution; the rest is replaced by a truncation marker"),
     Setting("LOG_FLUSH_SECONDS", 0.2, _parse_float, "how often buffered output is appended to the log"),
     Setting("MAX_BODY_BYTES", 1024 * 1024, _parse_int, "largest accepted request body"),
+    Setting("BASE_URL", None, _parse_str,
+            "public URL of Jobplane, e.g. https://jobs.example.com: the sign-in redirect URI, links, "
+            "allowed websocket origins and secure cookies follow it (default: the request's own host)"),
+    Setting("BEHIND_PROXY", False, _parse_bool,
+            "trust one reverse proxy's X-Forwarded-For/-Proto/-Host (client IP in the audit log, HTTPS)"),
+    Setting("OIDC_ISSUER", None, _parse_str,
+            "single sign-on: the OIDC issuer URL, e.g. https://login.microsoftonline.com/<tenant>/v2.0; "
+            "unset = sign-in with an API token"),
+    Setting("OIDC_CLIENT_ID", None, _parse_str, "single sign-on: the client (application) id"),
+    Setting("OIDC_CLIENT_SECRET", None, _parse_str, "single sign-on: the client secret"),
+    Setting("OIDC_SCOPES", "openid profile email", _parse_str, "single sign-on: scopes asked for at sign-in"),
+    Setting("OIDC_API_AUDIENCE", None, _parse_str,
+            "the `aud` that OIDC access tokens sent to the API must carry (default: the client id)"),
+    Setting("OIDC_DEFAULT_ROLE", "team_viewer", _choice("admin", "job_creator", "team_viewer"),
+            "role of a user created at their first single sign-on"),
+    Setting("OIDC_JWKS_CACHE_SECONDS", 3600, _parse_int,
+            "how long the issuer's signing keys are cached (an unknown key id refetches them sooner)"),
+    Setting("OIDC_LEEWAY_SECONDS", 30, _parse_int, "clock skew allowed when checking a token's exp and nbf"),
+    Setting("SESSION_LIFETIME_MINUTES", 60, _parse_int,
+            "a web session ends this long after sign-in (spec: 60 minutes)"),
+    Setting("LOGIN_RATE_LIMIT", "10 per minute", _parse_str,
+            "sign-in attempts allowed per client address (Flask-Limiter syntax)"),
+    Setting("AUDIT_RETENTION_DAYS", 90, _parse_int,
+            "audit rows older than this are pruned by the scheduler leader (the chain stays verifiable)"),
     Setting("SECRETS_BACKEND", "database", _choice("database", "azure-keyvault"),
             "where job secret values are kept: database (encrypted with JOBPLANE_SECRET_KEY) or "
             "azure-keyvault (docs/secrets.md)"),
@@ -215,13 +239,32 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
     if values.get("SECRETS_BACKEND") == "azure-keyvault" and not values.get("KEYVAULT_URL"):
         raise ConfigError("JOBPLANE_SECRETS_BACKEND is azure-keyvault but JOBPLANE_KEYVAULT_URL is not set; set "
                           "it to your vault, e.g. https://myvault.vault.azure.net")
+    _check_oidc(values)
     if not values["PYTHON"]:
         values["PYTHON"] = _default_python()
-    for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS"):
+    for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS",
+                "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS"):
         if values[key] < 1:
             raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")
     values["SQLALCHEMY_IS_SQLITE"] = values["DATABASE_URL"].startswith("sqlite")
     return values
+
+
+def _check_oidc(values: dict[str, Any]) -> None:
+    """Single sign-on needs its issuer, client id and secret together; the base URL must be a URL."""
+    given = [k for k in ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET") if values.get(k)]
+    if given and len(given) < 3:
+        missing = sorted({"OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET"} - set(given))
+        raise ConfigError(f"single sign-on needs {', '.join('JOBPLANE_' + k for k in missing)} as well as "
+                          f"{', '.join('JOBPLANE_' + k for k in given)}; set all three, or none")
+    for key in ("OIDC_ISSUER", "BASE_URL"):
+        if values.get(key) and not values[key].startswith(("https://", "http://")):
+            raise ConfigError(f"JOBPLANE_{key} must be an http(s) URL, got {values[key]!r}")
+    if values.get("BASE_URL"):
+        values["BASE_URL"] = values["BASE_URL"].rstrip("/")
+    values["OIDC_ENABLED"] = len(given) == 3
+    if not values.get("OIDC_API_AUDIENCE"):
+        values["OIDC_API_AUDIENCE"] = values.get("OIDC_CLIENT_ID")
 
 
 def _standalone_secret(data_dir: Path) -> str:

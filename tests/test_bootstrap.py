@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from app.bootstrap import ensure_admin
 from app.extensions import db
 from app.models import ApiToken, User
-from app.services import users
+from app.services import api_tokens, users
 
 
 def test_bootstrap_creates_one_admin_with_the_given_token(app, client):
@@ -17,7 +17,7 @@ def test_bootstrap_creates_one_admin_with_the_given_token(app, client):
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(User)) == 1
         stored = db.session.scalar(select(ApiToken.token_hash))
-        assert stored == users.hash_token("jp_from_the_environment_123")  # only the hash is kept
+        assert stored == api_tokens.hash_token("jp_from_the_environment_123")  # only the hash is kept
     response = client.get("/api/v1/jobs", headers={"Authorization": "Bearer jp_from_the_environment_123"})
     assert response.status_code == 200
 

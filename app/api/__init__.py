@@ -5,10 +5,14 @@ from __future__ import annotations
 from flask import Flask
 
 from app.api import errors
+from app.api.audit import blp as audit_blp
 from app.api.executions import blp as executions_blp
 from app.api.jobs import blp as jobs_blp
 from app.api.schedules import blp as schedules_blp
 from app.api.secrets import blp as secrets_blp
+from app.api.teams import blp as teams_blp
+from app.api.tokens import blp as tokens_blp
+from app.api.users import blp as users_blp
 from app.extensions import api
 
 
@@ -19,10 +23,14 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("OPENAPI_URL_PREFIX", "/api")
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
     api.init_app(app, spec_kwargs={"components": {"securitySchemes": {
-        "bearer": {"type": "http", "scheme": "bearer", "description": "a personal API token"}}},
+        "bearer": {"type": "http", "scheme": "bearer", "description": "a personal API token, or an OIDC access token from the configured issuer"}}},
         "security": [{"bearer": []}]})
     api.register_blueprint(jobs_blp)
     api.register_blueprint(executions_blp)
     api.register_blueprint(schedules_blp)
     api.register_blueprint(secrets_blp)
+    api.register_blueprint(users_blp)
+    api.register_blueprint(teams_blp)
+    api.register_blueprint(tokens_blp)
+    api.register_blueprint(audit_blp)
     errors.init_app(app)

@@ -1,26 +1,49 @@
-"""Bearer-token authentication for every API route."""
+"""Bearer-token authentication for every API route: an OIDC access token (a JWT from the
+configured issuer) or a personal API token."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
-from flask import g, request
+from flask import current_app, g, request
 
 from app.errors import Unauthorized
-from app.services import users
+from app.services import api_tokens, identity, oidc_tokens
 from app.services.actors import Actor
+
+logger = logging.getLogger(__name__)
 
 
 def authenticate_request() -> None:
     """``before_request`` of the API blueprints: no valid bearer token, no access."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("send an API token: 'Authorization: Bearer <token>'")
-    user = users.authenticate_token(token.strip())
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("send an API token or an OIDC access token: 'Authorization: Bearer <token>'")
+    try:
+        user = _user_for(token)
+    except Unauthorized as error:
+        logger.warning("API authentication failed from %s: %s", request.remote_addr, error.message)
+        raise
     g.actor = Actor(user=user, ip_address=request.remote_addr,
                     user_agent=request.headers.get("User-Agent"),
                     request_id=request.headers.get("X-Request-ID") or uuid.uuid4().hex)
+
+
+def _user_for(token: str):
+    config = current_app.config
+    if oidc_tokens.looks_like_jwt(token):
+        if not config["OIDC_ENABLED"]:
+            raise Unauthorized("OIDC access tokens are not accepted: single sign-on is not configured; "
+                               "use a personal API token")
+        issuer = config["OIDC_ISSUER"].rstrip("/")
+        claims = oidc_tokens.validate_access_token(
+            token, issuer=issuer, audience=config["OIDC_API_AUDIENCE"],
+            cache_seconds=config["OIDC_JWKS_CACHE_SECONDS"], leeway=config["OIDC_LEEWAY_SECONDS"])
+        return identity.user_for_claims(issuer, claims, create=True)
+    return api_tokens.authenticate_token(token)
 
 
 def current_actor() -> Actor:

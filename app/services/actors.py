@@ -15,6 +15,10 @@ class Actor:
     ip_address: str | None = None
     user_agent: str | None = None
     request_id: str | None = None
+    #: who acted when there is no user: ``cli:<login>``, or the email a failed sign-in gave
+    label: str | None = None
+    #: Jobplane itself (bootstrap, scheduler, the admin CLI on the server): may do anything
+    system: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -22,4 +26,11 @@ class Actor:
 
 
 #: Jobplane acting on its own (bootstrap, scheduler): audited with no user.
-SYSTEM = Actor(user=None, user_agent="jobplane")
+SYSTEM = Actor(user=None, user_agent="jobplane", system=True)
+
+
+def cli_actor() -> Actor:
+    """The admin CLI, run on the server by someone with its configuration: audited by login name."""
+    import getpass
+
+    return Actor(user=None, user_agent="jobplane-cli", label=f"cli:{getpass.getuser()}", system=True)

@@ -76,6 +76,17 @@ def list_job_executions(*, actor: Actor, job_id: UUID, limit: int = 100, offset:
     return list(rows), total
 
 
+def log_chunks(*, actor: Actor, execution_id: UUID, after_seq: int = 0,
+               limit: int = 500) -> tuple[Execution, list[ExecutionLogChunk]]:
+    """The execution (if the actor may see it) and its stored log pieces after ``after_seq``, in order:
+    what a live viewer replays before following the live channel."""
+    execution = get_execution(actor=actor, execution_id=execution_id)
+    chunks = db.session.scalars(select(ExecutionLogChunk)
+                                .where(ExecutionLogChunk.execution_id == execution_id, ExecutionLogChunk.seq > after_seq)
+                                .order_by(ExecutionLogChunk.seq).limit(limit)).all()
+    return execution, list(chunks)
+
+
 def read_log(*, execution_id: UUID, offset: int = 0, limit: int | None = None) -> str:
     """The execution's stored output, as text, from character ``offset``."""
     chunks = db.session.scalars(select(ExecutionLogChunk.data)

@@ -1,62 +1,123 @@
-"""Users and personal API tokens: creation, bootstrap, and authenticating a bearer token."""
+"""Users: creating, reading, changing roles and teams, disabling; and the first admin."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from datetime import datetime
+import re
+from typing import Any
+from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from app.errors import InvalidInput, Unauthorized
+from app.errors import Conflict, InvalidInput, NotFound
 from app.extensions import db
-from app.models import ApiToken, User
-from app.models.base import utcnow
+from app.models import Team, User
 from app.models.user import ROLES
-from app.services import audit
+from app.services import access, audit
 from app.services.actors import SYSTEM, Actor
+from app.services.api_tokens import issue_token
 
-#: Every token Jobplane issues starts with this, so leaked tokens are easy to scan for.
-TOKEN_PREFIX = "jp_"
 BOOTSTRAP_ADMIN_EMAIL = "admin"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_EDITABLE = ("role", "team_id", "is_active", "display_name")
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def create_user(*, actor: Actor, email: str, role: str, team_id: UUID | None = None,
+                display_name: str | None = None, oidc_issuer: str | None = None,
+                oidc_subject: str | None = None) -> User:
+    """Create a user (admins; Jobplane itself at bootstrap and first sign-in).
 
-
-def create_user(*, actor: Actor, email: str, role: str) -> User:
+    ``oidc_subject`` links the user to a single sign-on identity ahead of their first sign-in,
+    e.g. a pipeline's service principal that calls the API with OIDC access tokens.
+    """
+    access.require_admin(actor, "create users")
+    errors: dict[str, str] = {}
     if role not in ROLES:
-        raise InvalidInput({"role": f"must be one of {', '.join(ROLES)}"})
-    if not email or len(email) > 255:
-        raise InvalidInput({"email": "is required (at most 255 characters)"})
-    if db.session.scalar(select(User).where(User.email == email)) is not None:
-        raise InvalidInput({"email": f"a user with email {email!r} already exists"})
-    user = User(email=email, role=role, is_active=True)
+        errors["role"] = f"must be one of {', '.join(ROLES)}"
+    if not isinstance(email, str) or not email or len(email) > 255 or \
+            (email != BOOTSTRAP_ADMIN_EMAIL and not _EMAIL.match(email)):
+        errors["email"] = "must be an email address (at most 255 characters)"
+    elif db.session.scalar(select(User.id).where(func.lower(User.email) == email.lower())) is not None:
+        errors["email"] = f"a user with email {email!r} already exists"
+    if team_id is not None and db.session.get(Team, team_id) is None:
+        errors["team_id"] = f"no team {team_id}; create it first (POST /api/v1/teams)"
+    if oidc_subject is not None and (not isinstance(oidc_subject, str) or not 0 < len(oidc_subject) <= 255):
+        errors["oidc_subject"] = "must be the identity provider's subject (sub claim), 1 to 255 characters"
+    if errors:
+        raise InvalidInput(errors)
+    user = User(email=email, role=role, team_id=team_id, display_name=display_name, is_active=True,
+                oidc_issuer=oidc_issuer if oidc_subject else None, oidc_subject=oidc_subject)
     db.session.add(user)
     db.session.flush()
     audit.record(actor=actor, action="user_created", resource_type="user", resource_id=user.id,
-                 changes={"email": {"old": None, "new": email}, "role": {"old": None, "new": role}})
+                 changes={"role": {"old": None, "new": role},
+                          "team_id": {"old": None, "new": audit.jsonable(team_id)},
+                          "oidc_subject": {"old": None, "new": oidc_subject}})
     return user
 
 
-def issue_token(*, actor: Actor, user: User, name: str, token: str | None = None,
-                expires_at: datetime | None = None) -> tuple[ApiToken, str]:
-    """Create an API token for ``user``; the plain token is returned once and never stored.
+def get_user(*, actor: Actor, user_id: UUID) -> User:
+    """A user: admins see everyone, others only themselves."""
+    if actor.user is None or actor.user.id != user_id:
+        access.require_admin(actor, "see other users")
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    return user
 
-    Parameters:
-      token: use this value (bootstrap); by default a random one is made.
+
+def find_by_email(email: str) -> User:
+    """The user with this email (any case), for the admin CLI.
+
+    Raises:
+      NotFound: no such user.
     """
-    plain = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
-    if len(plain) < 16:
-        raise InvalidInput({"token": "must be at least 16 characters"})
-    row = ApiToken(user_id=user.id, name=name, token_hash=hash_token(plain), prefix=plain[:8],
-                   expires_at=expires_at)
-    db.session.add(row)
-    db.session.flush()
-    audit.record(actor=actor, action="token_created", resource_type="api_token", resource_id=row.id,
-                 changes={"user_id": {"old": None, "new": str(user.id)}, "name": {"old": None, "new": name}})
-    return row, plain
+    user = db.session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+    if user is None:
+        raise NotFound(f"no user with email {email!r}; create it with `jobplane users create`")
+    return user
+
+
+def list_users(*, actor: Actor, limit: int = 100, offset: int = 0) -> tuple[list[User], int]:
+    access.require_admin(actor, "list users")
+    total = db.session.scalar(select(func.count()).select_from(User))
+    rows = db.session.scalars(select(User).order_by(User.email, User.id).limit(limit).offset(offset)).all()
+    return list(rows), total
+
+
+def update_user(*, actor: Actor, user_id: UUID, changes: dict[str, Any]) -> User:
+    """Change a user's role, team, active flag or display name (admins only).
+
+    Raises:
+      InvalidInput: an unknown field or a bad value.
+      Conflict: the change would leave no active admin.
+    """
+    access.require_admin(actor, "change users")
+    user = get_user(actor=actor, user_id=user_id)
+    unknown = set(changes) - set(_EDITABLE)
+    if unknown:
+        raise InvalidInput({field: f"unknown field; change one of {', '.join(_EDITABLE)}" for field in unknown})
+    if "role" in changes and changes["role"] not in ROLES:
+        raise InvalidInput({"role": f"must be one of {', '.join(ROLES)}"})
+    if changes.get("team_id") is not None and db.session.get(Team, changes["team_id"]) is None:
+        raise InvalidInput({"team_id": f"no team {changes['team_id']}"})
+    stays_admin = changes.get("role", user.role) == "admin" and changes.get("is_active", user.is_active)
+    if user.role == "admin" and user.is_active and not stays_admin:
+        require_another_admin(user)
+    diff = {field: {"old": audit.jsonable(getattr(user, field)), "new": audit.jsonable(value)}
+            for field, value in changes.items() if getattr(user, field) != value}
+    for field, value in changes.items():
+        setattr(user, field, value)
+    if diff:
+        action = "user_role_changed" if set(diff) == {"role"} else "user_updated"
+        audit.record(actor=actor, action=action, resource_type="user", resource_id=user.id, changes=diff)
+    return user
+
+
+def require_another_admin(user: User) -> None:
+    others = db.session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.is_active.is_(True), User.id != user.id))
+    if not others:
+        raise Conflict("this is the last active admin; make another user admin first")
 
 
 def bootstrap_admin(*, token: str | None) -> str | None:
@@ -73,20 +134,3 @@ def bootstrap_admin(*, token: str | None) -> str | None:
     user = create_user(actor=SYSTEM, email=BOOTSTRAP_ADMIN_EMAIL, role="admin")
     _, plain = issue_token(actor=SYSTEM, user=user, name="bootstrap", token=token)
     return plain
-
-
-def authenticate_token(token: str) -> User:
-    """The active user holding this API token, recording when it was last used.
-
-    Raises:
-      Unauthorized: unknown, expired or revoked token, or a disabled user.
-    """
-    row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    now = utcnow()
-    if row is None or row.revoked_at is not None or (row.expires_at and row.expires_at <= now):
-        raise Unauthorized("invalid, expired or revoked API token")
-    if not row.user.is_active:
-        raise Unauthorized("this user is disabled")
-    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
-        row.last_used_at = now  # at most once a minute: a read should not cost a write each time
-    return row.user

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from app import create_app
 from app.extensions import db
 from app.models import User
-from app.services import jobs, users
+from app.services import api_tokens, jobs, users
 from app.services.actors import SYSTEM, Actor
 
 JOB = {"name": "nightly-export", "job_type": "bash", "script": 'echo "$DB_PASSWORD" | wc -c', "schedule": None}
@@ -26,7 +26,7 @@ def make_user(email: str, role: str, team_id=None) -> tuple[User, str]:
     """A user with an API token; call inside an app context and commit."""
     user = users.create_user(actor=SYSTEM, email=email, role=role)
     user.team_id = team_id
-    _, token = users.issue_token(actor=SYSTEM, user=user, name="test")
+    _, token = api_tokens.issue_token(actor=SYSTEM, user=user, name="test")
     return user, token
 
 

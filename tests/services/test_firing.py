@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Execution, Job
-from app.services import claims, firing, users
+from app.services import api_tokens, claims, firing, users
 from app.services.actors import SYSTEM
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
@@ -218,7 +218,7 @@ def test_viewer_cannot_pause(app, client, admin):
     job_id = make_job(client, admin)
     with app.app_context():
         viewer = users.create_user(actor=SYSTEM, email="viewer@example.com", role="team_viewer")
-        _, token = users.issue_token(actor=SYSTEM, user=viewer, name="t")
+        _, token = api_tokens.issue_token(actor=SYSTEM, user=viewer, name="t")
         db.session.commit()
     response = client.post(f"/api/v1/jobs/{job_id}/pause", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 404  # not their team's job: not even its existence is told
