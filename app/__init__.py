@@ -9,7 +9,7 @@ from flask import Flask, g, jsonify
 
 from app.config import load_settings
 from app.extensions import db, queue
-from app.services import transactions
+from app.services import audit_chain, transactions
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -18,20 +18,22 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     Parameters:
       overrides: settings by key (``{"DATABASE_URL": ...}``), applied over the environment.
     """
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the UI blueprint serves /static
     app.config.update(load_settings(overrides=overrides))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
     logging.getLogger("app").setLevel(app.config["LOG_LEVEL"])
 
     db.init_app(app)
     transactions.install(app.extensions["jobplane_db"].sessionmaker)
+    audit_chain.install(app.extensions["jobplane_db"].sessionmaker)
     queue.init_app(app)
 
-    from app import api
+    from app import api, ui
     from app.tasks.actors import register_actors
 
     register_actors(queue.broker_of(app))
     api.init_app(app)
+    ui.init_app(app)
     app.after_request(_commit_or_roll_back)
     app.add_url_rule("/health", "health", _health)
     return app

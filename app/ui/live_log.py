@@ -1,0 +1,140 @@
+"""``/ws/executions/{id}/log``: an execution's log, replayed from the store and then followed live.
+
+The handshake is refused (before the upgrade) when the Origin is not this site, when there is no
+signed-in session, or when the services say the user may not see the execution.  After it, the
+socket gets JSON events: ``{"type": "log", "seq", "offset", "stream", "data"}`` and
+``{"type": "status", "status"}``; ``?after_seq=N`` resumes after the last piece a client has.
+The channel is subscribed to before the replay, and live pieces already replayed are dropped, so
+there is neither a gap nor a duplicate between the two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import time
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import redis
+from flask import Blueprint, current_app, jsonify, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+
+from app.errors import NotFound
+from app.extensions import db
+from app.models.execution import FINAL_STATUSES
+from app.services import executions
+from app.services.live import LocalLiveLog, channel_name
+from app.ui.web_auth import web_actor
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("live_log", __name__)
+sock = Sock()
+_STATUS_CHECK_SECONDS = 5.0
+
+
+def _origin_allowed() -> bool:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return False
+    base = current_app.config.get("BASE_URL") or request.host_url
+    expected = urlsplit(base)
+    given = urlsplit(origin)
+    return (given.scheme, given.netloc) == (expected.scheme.replace("ws", "http", 1), expected.netloc)
+
+
+@bp.before_request
+def _guard_handshake():
+    """Refuse the upgrade with a plain HTTP status: foreign origin, no session, or not allowed."""
+    if not _origin_allowed():
+        return jsonify(message="websocket refused: its Origin is not this site"), 403
+    actor = web_actor()
+    if actor is None:
+        return jsonify(message="websocket refused: sign in first"), 401
+    try:
+        executions.get_execution(actor=actor, execution_id=request.view_args["execution_id"])
+    except NotFound as error:
+        return jsonify(message=error.message), 404
+    return None
+
+
+@sock.route("/ws/executions/<uuid:execution_id>/log", bp=bp)
+def execution_log(ws, execution_id: UUID):
+    try:
+        _stream(ws, execution_id, after_seq=request.args.get("after_seq", 0, type=int))
+    except ConnectionClosed:
+        pass
+    except Exception:  # an exception here would be written into the socket as an HTTP 500
+        logger.exception("live log of execution %s failed", execution_id)
+
+
+def _stream(ws, execution_id: UUID, *, after_seq: int) -> None:
+    actor = web_actor()
+    with _subscription(execution_id) as events:
+        last_seq, status = _replay(ws, actor, execution_id, after_seq)
+        checked_at = time.monotonic()
+        while status not in FINAL_STATUSES:
+            try:
+                event = events.get(timeout=1.0)
+            except queue.Empty:
+                event = None
+            if event and event.get("type") == "log" and event.get("seq", 0) > last_seq:
+                ws.send(json.dumps(event))
+                last_seq = event["seq"]
+            elif event and event.get("type") == "status":
+                last_seq, status = _replay(ws, actor, execution_id, last_seq)
+            elif time.monotonic() - checked_at > _STATUS_CHECK_SECONDS:  # a missed final event
+                last_seq, status = _replay(ws, actor, execution_id, last_seq)
+                checked_at = time.monotonic()
+
+
+def _replay(ws, actor, execution_id: UUID, after_seq: int) -> tuple[int, str]:
+    """Send what is stored after ``after_seq`` and the current status; returns both."""
+    db.session.expire_all()
+    while True:
+        execution, chunks = executions.log_chunks(actor=actor, execution_id=execution_id, after_seq=after_seq)
+        for chunk in chunks:
+            ws.send(json.dumps({"type": "log", "seq": chunk.seq, "offset": chunk.offset,
+                                "stream": chunk.stream, "data": chunk.data}))
+            after_seq = chunk.seq
+        if len(chunks) < 500:
+            break
+    db.session.rollback()  # no transaction stays open while the socket waits
+    ws.send(json.dumps({"type": "status", "status": execution.status}))
+    return after_seq, execution.status
+
+
+class _subscription:
+    """The execution's live channel as a queue of events, subscribed for the ``with`` block."""
+
+    def __init__(self, execution_id: UUID):
+        self.execution_id = execution_id
+        self.events: queue.Queue = queue.Queue()
+
+    def __enter__(self) -> queue.Queue:
+        config = current_app.config
+        if config["ENV"] == "standalone":
+            self._unsubscribe = LocalLiveLog(config["QUEUE_NAMESPACE"]).subscribe(self.execution_id, self.events.put)
+        else:
+            self.pubsub = redis.Redis.from_url(config["REDIS_URL"]).pubsub()
+            self.pubsub.subscribe(**{channel_name(config["QUEUE_NAMESPACE"], self.execution_id): self._on_message})
+            deadline = time.monotonic() + 5  # confirmed before the replay: nothing published after it is lost
+            while (message := self.pubsub.get_message(timeout=1.0)) is None or message["type"] != "subscribe":
+                if time.monotonic() > deadline:
+                    raise TimeoutError("Redis did not confirm the live log subscription")
+            self.thread = self.pubsub.run_in_thread(sleep_time=0.5, daemon=True)
+            self._unsubscribe = self._stop
+        return self.events
+
+    def _on_message(self, message) -> None:
+        self.events.put(json.loads(message["data"]))
+
+    def _stop(self) -> None:
+        self.thread.stop()
+        self.pubsub.close()
+
+    def __exit__(self, *exc) -> None:
+        self._unsubscribe()
