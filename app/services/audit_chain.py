@@ -69,6 +69,8 @@ def _as_mapping(row: AuditLog) -> dict[str, Any]:
 def add_pending(session: Session, row: AuditLog) -> None:
     """Queue ``row`` to be chained and inserted when ``session`` commits (dropped on rollback)."""
     row.pii_digest = pii_digest(row.email, row.ip_address, row.user_agent)
+    # begin the transaction now if no SQL has yet: a rollback only ends (and drops) a begun one
+    session.connection()
     session.info.setdefault(_PENDING, []).append(row)
 
 
@@ -123,16 +125,26 @@ class Verification:
 
 
 def verify(session: Session, *, batch_size: int = 2000) -> Verification:
-    """Walk the chain from the retention anchor to the head; report the first broken place."""
-    head = session.get(AuditChainHead, _HEAD_ID)
+    """Walk the chain from the retention anchor to the head; report the first broken place.
+
+    Rows may be appended, and the oldest pruned, while the walk goes on: the head is read afresh
+    before anything is reported, so only a chain that is broken in the database is reported.
+    """
+    head = _read_head(session)
     if head is None:
         return Verification(0, "audit_chain_head is missing (deleted?)")
-    expected_prev, previous_id, checked, after_id = head.anchor_hash, head.anchor_id, 0, head.anchor_id
+    # plain values: reading the head again refreshes the same object
+    anchor_id, last_id, last_hash = head.anchor_id, head.last_id, head.last_hash
+    expected_prev, previous_id, checked, after_id = head.anchor_hash, anchor_id, 0, anchor_id
     while True:
         rows = session.scalars(select(AuditLog).where(AuditLog.id > after_id)
                                .order_by(AuditLog.id).limit(batch_size)).all()
         for row in rows:
             if row.prev_hash != expected_prev:
+                latest = _read_head(session)
+                if latest is not None and latest.anchor_id != anchor_id and latest.anchor_id >= previous_id:
+                    # retention pruned the rows this walk had not reached yet: start at the new anchor
+                    return verify(session, batch_size=batch_size)
                 where = f"after row {previous_id}" if previous_id else "at the start of the log"
                 return Verification(checked, f"row {row.id} does not follow the row before it: a row {where} "
                                              f"is missing, or row {row.id}'s link was edited", row.id)
@@ -143,14 +155,28 @@ def verify(session: Session, *, batch_size: int = 2000) -> Verification:
             if row_hash(_as_mapping(row)) != row.row_hash:
                 return Verification(checked, f"row {row.id} was edited", row.id)
             expected_prev, previous_id, checked = row.row_hash, row.id, checked + 1
-        if len(rows) < batch_size:
+        for row in rows:
+            session.expunge(row)  # the caller's own objects stay in its session
+        if len(rows) == batch_size:
+            after_id = rows[-1].id
+            continue
+        if expected_prev == last_hash:
+            return Verification(checked, head_hash=last_hash)
+        latest = _read_head(session)
+        if latest is None or latest.last_hash == last_hash:
             break
-        after_id = rows[-1].id
-        session.expunge_all()
-    if expected_prev != head.last_hash:
-        return Verification(checked, f"rows after row {previous_id} are missing: the chain's head "
-                                     f"(row {head.last_id}) is not in the table", head.last_id)
-    return Verification(checked, head_hash=head.last_hash)
+        # rows were committed while walking: walk on to the new head
+        last_id, last_hash, after_id = latest.last_id, latest.last_hash, previous_id
+    if previous_id > last_id:
+        return Verification(checked, f"row {previous_id} is past the chain's head (row {last_id}): "
+                                     f"it was not appended by Jobplane", previous_id)
+    return Verification(checked, f"rows after row {previous_id} are missing: the chain's head "
+                                 f"(row {last_id}) is not in the table", last_id)
+
+
+def _read_head(session: Session) -> AuditChainHead | None:
+    # never the copy a session may hold from its own earlier commit: others may have appended since
+    return session.get(AuditChainHead, _HEAD_ID, populate_existing=True)
 
 
 # --- retention and erasure ---------------------------------------------------------------------
@@ -187,6 +213,15 @@ def prune(session: Session, *, retention_days: int, batch_size: int = 5000) -> i
         head.anchor_id, head.anchor_hash = last.id, last.row_hash
         removed += result.rowcount
         session.commit()
+
+
+def erase_pending(session: Session, *, user_id) -> None:
+    """Blank the email, IP address and user agent of the rows about ``user_id`` that this
+    transaction has queued but not yet written (a user who deletes themself)."""
+    for row in session.info.get(_PENDING, []):
+        if row.user_id == user_id:
+            row.email = row.ip_address = row.user_agent = None
+            row.pii_digest = EMPTY_PII_DIGEST
 
 
 def erase_personal_data(session: Session, *, user_id) -> int:

@@ -8,6 +8,7 @@ IP address and user agent blanked (``audit_chain.erase_personal_data``).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from sqlalchemy import func, inspect, select
@@ -40,10 +41,35 @@ def export_user(*, actor: Actor, user_id: UUID) -> dict[str, Any]:
         "user": _columns(user),
         "team": _columns(team) if team else None,
         "api_tokens": [_columns(token, exclude=("token_hash",)) for token in tokens],
-        "jobs": [_columns(job) for job in jobs],
+        "jobs": [_masked(_columns(job)) for job in jobs],
         "executions": [_columns(execution, exclude=("claim_token",)) for execution in executions],
-        "audit_logs": [_columns(row, exclude=("pii_digest", "prev_hash", "row_hash")) for row in trail],
+        "audit_logs": [_masked_changes(_columns(row, exclude=("pii_digest", "prev_hash", "row_hash")))
+                       for row in trail],
     }
+
+
+#: columns whose values are credentials: exported masked, as the API shows them
+_CREDENTIALS = ("notification_slack_webhook",)
+
+
+def _mask(url: Any) -> Any:
+    if not isinstance(url, str) or not url:
+        return url
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/****{url[-4:]}"
+
+
+def _masked(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: _mask(value) if key in _CREDENTIALS else value for key, value in values.items()}
+
+
+def _masked_changes(row: dict[str, Any]) -> dict[str, Any]:
+    changes = row.get("changes")
+    if isinstance(changes, dict):
+        row["changes"] = {field: ({side: _mask(value) for side, value in change.items()}
+                                  if field in _CREDENTIALS and isinstance(change, dict) else change)
+                          for field, change in changes.items()}
+    return row
 
 
 def delete_user(*, actor: Actor, user_id: UUID) -> dict[str, int]:
@@ -62,6 +88,7 @@ def delete_user(*, actor: Actor, user_id: UUID) -> dict[str, int]:
     summary = {"jobs": len(job_ids), "executions": execution_count, "audit_rows_pseudonymized": erased}
     audit.record(actor=actor, action="user_deleted", resource_type="user", resource_id=user.id,
                  changes={key: {"old": value, "new": 0} for key, value in summary.items()})
+    audit_chain.erase_pending(db.session, user_id=user.id)  # when they deleted themself
     db.session.delete(user)  # the database cascades to jobs, executions, logs and tokens
     db.session.flush()
     return summary
