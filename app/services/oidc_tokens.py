@@ -3,7 +3,7 @@
 Signature (asymmetric algorithms only), issuer, audience, expiry and not-before are all checked
 (joserfc's ``decode`` alone checks none of the claims).  The issuer's JWKS is cached per process;
 a token signed with a key id the cache does not know refetches it at once (the issuer rotated its
-keys), at most once per ``_REFETCH_MIN_SECONDS`` so random key ids cannot make us hammer it.
+keys), at most ``_REFETCHES_PER_MINUTE`` times a minute so random key ids cannot make us hammer it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import requests
@@ -23,7 +24,7 @@ from app.errors import Unauthorized
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
-_REFETCH_MIN_SECONDS = 10.0
+_REFETCHES_PER_MINUTE = 6
 _HTTP_TIMEOUT_SECONDS = 10.0
 
 
@@ -35,16 +36,24 @@ class IssuerKeys:
         self.cache_seconds = cache_seconds
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
+        self._refetches: deque[float] = deque(maxlen=_REFETCHES_PER_MINUTE)
         self._lock = threading.Lock()
 
     def get(self, *, refresh: bool = False) -> KeySet:
         with self._lock:
-            age = time.monotonic() - self._fetched_at
-            stale = self._keys is None or age > self.cache_seconds
-            if stale or (refresh and age > _REFETCH_MIN_SECONDS):
+            now = time.monotonic()
+            stale = self._keys is None or now - self._fetched_at > self.cache_seconds
+            if refresh and not stale and self._may_refetch(now):
+                self._refetches.append(now)
+                stale = True
+            if stale:
                 self._keys = self._fetch()
-                self._fetched_at = time.monotonic()
+                self._fetched_at = now
             return self._keys
+
+    def _may_refetch(self, now: float) -> bool:
+        full = len(self._refetches) == self._refetches.maxlen
+        return not full or now - self._refetches[0] > 60.0
 
     def _fetch(self) -> KeySet:
         try:

@@ -73,14 +73,11 @@ def execution_log(ws, execution_id: UUID):
 
 def _stream(ws, execution_id: UUID, *, after_seq: int) -> None:
     actor = web_actor()
-    with _subscription(execution_id) as events:
+    with _subscription(execution_id) as channel:
         last_seq, status = _replay(ws, actor, execution_id, after_seq)
         checked_at = time.monotonic()
         while status not in FINAL_STATUSES:
-            try:
-                event = events.get(timeout=1.0)
-            except queue.Empty:
-                event = None
+            event = channel.next_event(timeout=1.0)
             if event and event.get("type") == "log" and event.get("seq", 0) > last_seq:
                 ws.send(json.dumps(event))
                 last_seq = event["seq"]
@@ -108,33 +105,39 @@ def _replay(ws, actor, execution_id: UUID, after_seq: int) -> tuple[int, str]:
 
 
 class _subscription:
-    """The execution's live channel as a queue of events, subscribed for the ``with`` block."""
+    """The execution's live channel for the ``with`` block; ``next_event(timeout)`` returns the
+    next event or None.  Redis pub/sub in production (confirmed before the replay, so nothing
+    published after it is lost), in-process channels in standalone mode."""
 
     def __init__(self, execution_id: UUID):
         self.execution_id = execution_id
-        self.events: queue.Queue = queue.Queue()
+        self.pubsub = None
+        self.local: queue.Queue = queue.Queue()
 
-    def __enter__(self) -> queue.Queue:
+    def __enter__(self) -> "_subscription":
         config = current_app.config
         if config["ENV"] == "standalone":
-            self._unsubscribe = LocalLiveLog(config["QUEUE_NAMESPACE"]).subscribe(self.execution_id, self.events.put)
-        else:
-            self.pubsub = redis.Redis.from_url(config["REDIS_URL"]).pubsub()
-            self.pubsub.subscribe(**{channel_name(config["QUEUE_NAMESPACE"], self.execution_id): self._on_message})
-            deadline = time.monotonic() + 5  # confirmed before the replay: nothing published after it is lost
-            while (message := self.pubsub.get_message(timeout=1.0)) is None or message["type"] != "subscribe":
-                if time.monotonic() > deadline:
-                    raise TimeoutError("Redis did not confirm the live log subscription")
-            self.thread = self.pubsub.run_in_thread(sleep_time=0.5, daemon=True)
-            self._unsubscribe = self._stop
-        return self.events
+            self._unsubscribe = LocalLiveLog(config["QUEUE_NAMESPACE"]).subscribe(self.execution_id, self.local.put)
+            return self
+        self.pubsub = redis.Redis.from_url(config["REDIS_URL"]).pubsub()
+        self.pubsub.subscribe(channel_name(config["QUEUE_NAMESPACE"], self.execution_id))
+        deadline = time.monotonic() + 5
+        while (message := self.pubsub.get_message(timeout=1.0)) is None or message["type"] != "subscribe":
+            if time.monotonic() > deadline:
+                raise TimeoutError("Redis did not confirm the live log subscription")
+        return self
 
-    def _on_message(self, message) -> None:
-        self.events.put(json.loads(message["data"]))
-
-    def _stop(self) -> None:
-        self.thread.stop()
-        self.pubsub.close()
+    def next_event(self, timeout: float) -> dict | None:
+        if self.pubsub is None:
+            try:
+                return self.local.get(timeout=timeout)
+            except queue.Empty:
+                return None
+        message = self.pubsub.get_message(timeout=timeout)
+        return json.loads(message["data"]) if message and message["type"] == "message" else None
 
     def __exit__(self, *exc) -> None:
-        self._unsubscribe()
+        if self.pubsub is None:
+            self._unsubscribe()
+        else:
+            self.pubsub.close()
