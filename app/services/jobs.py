@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from flask import current_app
@@ -38,10 +39,19 @@ def create_job(*, actor: Actor, data: dict[str, Any]) -> Job:
     db.session.add(job)
     db.session.flush()
     audit.record(actor=actor, action="job_created", resource_type="job", resource_id=job.id,
-                 changes={k: {"old": None, "new": audit.jsonable(v)} for k, v in values.items()
+                 changes={k: {"old": None, "new": _audited_value(k, v)} for k, v in values.items()
                           if v not in (None, [], {})})
     announce_job_change(job.id)
     return job
+
+
+def _audited_value(field: str, value: Any) -> Any:
+    """A field's value as the audit trail keeps it. A Slack webhook URL is a credential, and the
+    trail is kept for years and cannot be edited: it records the URL masked, as the API shows it."""
+    if field == "notification_slack_webhook" and value:
+        parts = urlsplit(value)
+        return f"{parts.scheme}://{parts.netloc}/****{value[-4:]}"
+    return audit.jsonable(value)
 
 
 def pause_job(*, actor: Actor, job_id: UUID) -> Job:
