@@ -27,6 +27,9 @@ class AuditLogs(MethodView):
         query = dict(query)
         if query.pop("format", "json") == "csv":
             rows = audit_trail.export_csv(actor=current_actor(), filters=query)
+            # the export holds every matching row, whatever the page; the header gives their count
+            _, pagination_parameters.item_count = audit_trail.list_entries(actor=current_actor(), filters=query,
+                                                                           limit=0)
             return Response(stream_with_context(rows), mimetype="text/csv",
                             headers={"Content-Disposition": "attachment; filename=audit-log.csv"})
         found, total = audit_trail.list_entries(actor=current_actor(), filters=query,

@@ -62,7 +62,8 @@ class NewTokenSchema(TokenSchema):
 
 class TokenCreateSchema(Schema):
     name = fields.String(required=True, metadata={"example": "airflow-prod"})
-    expires_in_days = fields.Integer(allow_none=True, metadata={"description": "1 to 365; default 90"})
+    expires_in_days = fields.Integer(allow_none=True, strict=True,
+                                     metadata={"description": "1 to 365; default 90"})
 
 
 class AuditLogSchema(Schema):
