@@ -18,7 +18,7 @@ server) and may do anything; an actor with neither a user nor that flag may do n
 
 from __future__ import annotations
 
-from sqlalchemy import Select, false
+from sqlalchemy import Select, false, or_
 
 from app.errors import Forbidden
 from app.models import Job
@@ -68,6 +68,6 @@ def visible_jobs(actor: Actor, query: Select) -> Select:
         return query.where(false())
     if user.role == "admin":
         return query
-    if user.role == "team_viewer":
-        return query.where(Job.team_id == user.team_id) if user.team_id else query.where(false())
+    if user.role == "team_viewer" and user.team_id is not None:  # as can_view_job: the team's and their own
+        return query.where(or_(Job.team_id == user.team_id, Job.owner_id == user.id))
     return query.where(Job.owner_id == user.id)
