@@ -39,30 +39,26 @@ Running it (from the repository root; services from scripts/ensure-test-services
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
-from common import JobplaneBench, log, wait_for_log  # noqa: E402
+from common import BASH, JobplaneBench, log, wait_for_log  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 common.set_bench_name("burst")
 SCRIPT = "true\n"
-BASH = "/bin/bash"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- direct baseline --------------------------------------------------------------------------
@@ -109,56 +105,16 @@ def direct_spawns(count: int, parallel: int) -> dict:
 
 # --- CPU accounting ---------------------------------------------------------------------------
 
-def _stat(pid: int) -> tuple[int, list[str]] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return pid, [f.decode() for f in fields]
-    except OSError:
-        return None
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _all_pids() -> list[int]:
-    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
-
-
-def _tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for pid in _all_pids():
-        st = _stat(pid)
-        if st:
-            children.setdefault(int(st[1][1]), []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
 def cpu_snapshot(scheduler_pid: int, worker_pid: int) -> dict[str, float]:
     """CPU seconds (user+system, with reaped children) of each group of processes.  The sandboxes'
     own CPU is not in the worker's: PID 1 reaps them (see common.CpuMonitor)."""
-    groups = {"scheduler": [scheduler_pid], "worker": _tree(worker_pid),
-              "postgresql": [p for p in _all_pids() if _comm(p).startswith("postgres")],
-              "redis": [p for p in _all_pids() if _comm(p).startswith("redis-server")]}
-    totals = {}
-    for name, pids in groups.items():
-        total = 0
-        for pid in pids:
-            st = _stat(pid)
-            if st:
-                f = st[1]  # fields after the command: state is f[0]; utime f[11] .. cstime f[14]
-                total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
-        totals[name] = total / CLK_TCK
-    totals["machine (user+system)"] = common._machine_busy_seconds()
+    table = common.proc_table()
+    worker_own, worker_sandboxes = common.process_tree(worker_pid, table)
+    groups = {"scheduler": [scheduler_pid], "worker": worker_own + worker_sandboxes,
+              "postgresql": [p for p, info in table.items() if info.name.startswith("postgres")],
+              "redis": [p for p, info in table.items() if info.name.startswith("redis-server")]}
+    totals = {name: sum(table[pid].total_cpu_s for pid in pids if pid in table) for name, pids in groups.items()}
+    totals["machine (user+system)"] = common.machine_busy_seconds()
     return totals
 
 
@@ -193,12 +149,9 @@ def run_burst(env: JobplaneBench, args: argparse.Namespace) -> dict:
     info: dict = {"create_jobs_s": round(create_s, 1), "due": due.isoformat()}
     try:
         t = time.monotonic()
-        worker, worker_log = processes.start("worker", WORKER_PROCESSES=args.worker_processes,
-                                             WORKER_THREADS=args.worker_threads, SANDBOX="bubblewrap",
-                                             **({"WORKER_POLL_MS": args.worker_poll_ms}
-                                                if args.worker_poll_ms is not None else {}))
-        scheduler, scheduler_log = processes.start("scheduler")
-        wait_for_log(scheduler, scheduler_log, "became the scheduler leader", timeout=60)
+        worker, worker_log = common.start_worker(processes, worker_processes=args.worker_processes,
+                                                 worker_threads=args.worker_threads, poll_ms=args.worker_poll_ms)
+        scheduler, scheduler_log = common.start_leader(processes, timeout=60)
         remaining = due_ts - time.time() - 2
         wait_for_log(scheduler, scheduler_log, "reconciled job store", timeout=max(remaining, 1))
         wait_for_log(worker, worker_log, "ready for action", timeout=60)
@@ -236,8 +189,7 @@ def run_burst(env: JobplaneBench, args: argparse.Namespace) -> dict:
         fired = [t - due_ts for t in common.log_times(scheduler_log, "fired ") if t >= due_ts - 1]
         info["scheduler_fired_log_lines"] = len(fired)
         info["scheduler_last_fired_log_s"] = round(max(fired), 3) if fired else None
-        info["scheduler_log_warnings"] = sum(1 for line in scheduler_log.read_text(errors="replace").splitlines()
-                                             if " WARNING " in line or " ERROR " in line or " CRITICAL " in line)
+        info["scheduler_log_warnings"] = len(common.warning_lines(scheduler_log))
     finally:
         processes.stop_all()
     rows = burst_rows(env.engine)
@@ -284,14 +236,10 @@ def analyse(rows: list[dict], due_ts: float, total: int) -> dict:
 # --- report -----------------------------------------------------------------------------------
 
 def print_report(result: dict) -> None:
-    m, j = result["machine"], result["jobplane"]
-    print(f"Burst: {result['jobs']} jobs (bash `true`) due at the same instant, vs direct sandboxed spawns")
-    print(f"  date          {result['date']}")
-    print(f"  command       {result['command']}")
-    print(f"  machine       nproc={m['nproc']}  cpu={m['cpu_model']}  kernel={m['kernel']}  python={m['python']}  "
-          f"{m['bubblewrap']}  loadavg start/end={m['loadavg_at_start']}/{m['loadavg_at_end']}")
-    print(f"  other load    {result['busy_cores_before_start']} cores busy just before the start")
-    print(f"  code          commit {result['git']['commit']} (+{result['git']['app_modified_files']} modified files in app/)")
+    j = result["jobplane"]
+    common.print_report_head(f"Burst: {result['jobs']} jobs (bash `true`) due at the same instant, vs direct "
+                             f"sandboxed spawns", result)
+    common.print_load_and_code(result)
     print(f"  setup         worker {result['worker_processes']} processes x {result['worker_threads']} threads "
           f"(WORKER_POLL_MS={result['worker_poll_ms']}, bubblewrap); direct pool of {result['parallel']} threads")
     print(f"  jobs created in {j['create_jobs_s']} s (service layer); scheduler start + reconcile "
@@ -323,23 +271,19 @@ def print_report(result: dict) -> None:
     print()
     g = result["goal"]
     print(f"  all started: jobplane {g['jobplane_s']} s vs direct {g['direct_s']:.2f} s -> ratio {g['ratio']:.2f}")
-    print(f"  goal: ratio <= 1.3 -> {'MET' if g['met'] else 'NOT MET'}")
+    common.print_goal("ratio <= 1.3", g["met"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--lead-seconds", type=int, default=150,
                         help="how far ahead of job creation the due instant is (default 150)")
-    parser.add_argument("--worker-processes", type=int, default=2)
-    parser.add_argument("--worker-threads", type=int, default=4)
+    common.add_worker_options(parser)
     parser.add_argument("--timeout", type=int, default=600, help="give up this long after the due instant")
-    parser.add_argument("--worker-poll-ms", type=int, default=None,
-                        help="JOBPLANE_WORKER_POLL_MS of the worker (default: Jobplane's default)")
-    parser.add_argument("--quiet-wait", type=float, default=120,
-                        help="wait at most this long for other programs to leave the CPU idle (default 120 s)")
-    parser.add_argument("--json", action="store_true")
+    common.add_poll_ms_option(parser)
+    common.add_quiet_wait_option(parser)
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.jobs <= 20000:
         parser.error("--jobs must be 1..20000")
@@ -348,7 +292,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, common.on_sigterm)
     random.seed(1)
     loadavg_at_start = common.loadavg()
     parallel = args.worker_processes * args.worker_threads
@@ -356,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     direct = []
     try:
         env.reset()
-        poll_ms = args.worker_poll_ms if args.worker_poll_ms is not None else env.app.config["WORKER_POLL_MS"]
+        poll_ms = env.worker_poll_ms(args.worker_poll_ms)
         quiet = common.wait_for_quiet(args.quiet_wait)
         log(f"direct baseline #1: {args.jobs} sandboxed spawns, {parallel} at a time")
         direct.append(direct_spawns(args.jobs, parallel))
@@ -369,8 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             first[0] = False
             return run_burst(env, args)
 
-        jobplane, discarded = common.undisturbed(step, what="jobplane burst", database_url=env.database_url,
-                                                 redis_url=env.redis_url)
+        jobplane, discarded = env.undisturbed(step, what="jobplane burst")
         jobplane["discarded_attempts"] = discarded
         log(f"jobplane: all started after {jobplane['all_started_s']} s")
         log(f"direct baseline #2: {args.jobs} sandboxed spawns, {parallel} at a time")
@@ -382,10 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     complete = jobplane["executions"] == args.jobs and jobplane["started_s"]["all"] is not None
     ratio = jobplane["all_started_s"] / direct_mean if complete else float("nan")
     result = {
-        "benchmark": "burst",
-        "measures": "due instant -> last of N runs spawned (executions.started_at) vs direct sandboxed spawns",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": common.command_line(),
+        **common.result_head("burst", "due instant -> last of N runs spawned (executions.started_at) vs direct "
+                                      "sandboxed spawns"),
         "jobs": args.jobs, "worker_processes": args.worker_processes, "worker_threads": args.worker_threads,
         "parallel": parallel, "worker_poll_ms": poll_ms,
         "direct": direct, "direct_mean_s": round(direct_mean, 3),
@@ -393,19 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         "goal": {"jobplane_s": jobplane["all_started_s"], "direct_s": direct_mean, "ratio": ratio,
                  "met": complete and ratio <= 1.3},
         "busy_cores_before_start": quiet,
-        "git": common.git_state(),
-        "machine": common.machine_info(loadavg_at_start),
+        **common.result_tail(loadavg_at_start),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_report(result)
+    common.print_result(result, as_json=args.json, report=print_report)
     return 0 if complete else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    common.run_main(main)

@@ -67,13 +67,9 @@ Running it (from the repository root; services from scripts/ensure-test-services
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -83,117 +79,22 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
-from common import ADMIN_TOKEN, BENCH_DATABASE, log  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from common import ADMIN_HEADERS, BENCH_DATABASE, WARMUP_SECONDS, log, process_tree, wait_for_log  # noqa: E402
+from process_trees import REDIS_DB, Disturbed, TreeBench  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
-#: Not the tests' database (15), nor the other benches' (14) and the Celery baseline's (13).
-REDIS_DB = 12
 #: Dramatiq's ``worker_timeout``: an idle consumer's longest pause between polls, and also how
 #: often each idle worker thread wakes up.  Jobplane's default (10 ms) makes 600 threads wake
 #: 60,000 times a second; --poll-ms 10 measures that.
 WORKER_POLL_MS = 100
-WARMUP_SECONDS = 2
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-# --- process trees ----------------------------------------------------------------------------
-# Dramatiq's worker processes put themselves in process groups of their own, and each run is a
-# session of its own: a jobplane process is stopped by walking its tree, not by its group.
+# --- memory, sockets and connections of process trees ----------------------------------------
 
-def proc_table() -> dict[int, tuple[int, str, int]]:
-    """pid -> (parent pid, command name, start time in clock ticks) of every process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                raw = handle.read()
-        except OSError:
-            continue
-        name = raw[raw.find(b"(") + 1:raw.rfind(b")")].decode(errors="replace")
-        fields = raw.rsplit(b")", 1)[1].split()
-        table[int(entry)] = (int(fields[1]), name, int(fields[19]))
-    return table
-
-
-def family(pid: int, table: dict | None = None) -> tuple[list[int], list[int]]:
-    """The tree of ``pid``: (its jobplane processes, the sandboxes' processes -- every ``bwrap``
-    and what runs under it)."""
-    table = table if table is not None else proc_table()
-    children: dict[int, list[int]] = {}
-    for child, (parent, _, _) in table.items():
-        children.setdefault(parent, []).append(child)
-    own, sandboxed = [], []
-    stack = [(pid, False)] if pid in table else []
-    while stack:
-        current, inside = stack.pop()
-        inside = inside or table[current][1] == "bwrap"
-        (sandboxed if inside else own).append(current)
-        stack.extend((child, inside) for child in children.get(current, []))
-    return own, sandboxed
-
-
-def _alive(pid: int, start_ticks: int) -> bool:
-    """Whether ``pid`` is still the process that had this start time (and not a zombie)."""
+def _proc_kb(pid: int, file: str, field: str) -> int:
+    """The number after ``field:`` in /proc/PID/FILE (KiB for sizes), 0 if missing."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return False
-    return int(fields[19]) == start_ticks and fields[0] != b"Z"
-
-
-def kill_tree(process: subprocess.Popen, *, sandbox_grace: float = 5.0) -> dict:
-    """SIGKILL a jobplane process and the jobplane processes under it, but not its sandboxes:
-    bubblewrap's --die-with-parent must end them.  Waits ``sandbox_grace`` s for that, then
-    SIGKILLs any survivor.
-
-    Returns:
-      how many processes were killed, how many sandbox processes there were, how long they took
-      to disappear, and how many survived (had to be killed).
-    """
-    table = proc_table()
-    own, sandboxed = family(process.pid, table)
-    identity = {pid: table[pid][2] for pid in own + sandboxed}
-    killed_at = time.monotonic()
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # start_new_session: the group id is the pid
-    except (ProcessLookupError, PermissionError):
-        pass
-    for pid in own:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        log(f"process {process.pid} did not die")
-    gone_after = None
-    survivors = [pid for pid in sandboxed if _alive(pid, identity[pid])]
-    while survivors and time.monotonic() - killed_at < sandbox_grace:
-        time.sleep(0.02)
-        survivors = [pid for pid in survivors if _alive(pid, identity[pid])]
-    if sandboxed and not survivors:
-        gone_after = round(time.monotonic() - killed_at, 3)
-    for pid in survivors:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    # A SIGKILLed process with hundreds of threads takes a moment to exit.
-    late = [pid for pid in own if _alive(pid, identity[pid])]
-    while late and time.monotonic() - killed_at < sandbox_grace:
-        time.sleep(0.02)
-        late = [pid for pid in late if _alive(pid, identity[pid])]
-    return {"killed": len(own), "sandbox_processes": len(sandboxed), "sandboxes_gone_after_s": gone_after,
-            "sandbox_survivors": len(survivors), "jobplane_survivors": len(late)}
-
-
-def _status_kb(pid: int, field: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
+        with open(f"/proc/{pid}/{file}") as handle:
             for line in handle:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -202,20 +103,17 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _status_kb(pid: int, field: str) -> int:
+    return _proc_kb(pid, "status", field)
+
+
 def _pss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    return _proc_kb(pid, "smaps_rollup", "Pss")
 
 
 def tree_memory(pid: int) -> dict:
     """Resident memory (KiB) and threads of a jobplane process tree, its sandboxes apart."""
-    own, sandboxed = family(pid)
+    own, sandboxed = process_tree(pid)
     return {"processes": len(own), "threads": sum(_status_kb(p, "Threads") for p in own),
             "rss_kb": sum(_status_kb(p, "VmRSS") for p in own), "pss_kb": sum(_pss_kb(p) for p in own),
             "sandbox_processes": len(sandboxed),
@@ -272,160 +170,7 @@ def pg_connections(engine, owners: dict[str, list[int]]) -> dict:
     return result
 
 
-# --- bench database and processes -------------------------------------------------------------
-
-def wait_for_free_bench_db(database_url: str, timeout: float) -> None:
-    """Wait until no other client is connected to the bench database: other benches reset it."""
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(make_url(database_url).set(database="postgres"))
-    deadline = time.monotonic() + timeout
-    last = 0.0
-    try:
-        while True:
-            with admin.connect() as connection:
-                users = connection.execute(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = :db"), {"db": BENCH_DATABASE}).scalar()
-            if not users:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{BENCH_DATABASE} is still in use by {users} connections (another bench?) "
-                                   f"after {timeout:.0f} s; try again later or raise --wait-db")
-            if time.monotonic() - last > 30:
-                log(f"{BENCH_DATABASE} is in use by {users} connections (another bench?); waiting")
-                last = time.monotonic()
-            time.sleep(5)
-    finally:
-        admin.dispose()
-
-
-class Disturbed(RuntimeError):
-    """Someone else reset the bench database, or PostgreSQL or Redis restarted, during a run: its
-    figures would measure that, not Jobplane.  ``reset``: the database was reset (the run's data
-    is gone), rather than a service restarted."""
-
-    def __init__(self, message: str, *, reset: bool = False):
-        super().__init__(message)
-        self.reset = reset
-
-
-class Environment:
-    """The bench database (reset, migrated), settings for jobplane processes on Redis db 12, an
-    in-process app, the processes started, and their cleanup."""
-
-    def __init__(self, name: str, *, wait_db: float, **settings):
-        common.clear_jobplane_env()
-        self.database_url = common.bench_database_url(common.test_database_url())
-        self.redis_url = common.redis_url_with_db(common.test_redis_url(), REDIS_DB)
-        self.namespace = f"jobplane-{name}-{os.getpid()}-{int(time.time())}"
-        self.work_dir = Path(tempfile.mkdtemp(prefix=f"jobplane-{name}-"))
-        self.settings = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
-                         "SECRET_KEY": "bench-secret-key", "ENV": "test", "QUEUE_NAMESPACE": self.namespace,
-                         "RUN_DIR": str(self.work_dir / "runs"), "LOG_LEVEL": "INFO",
-                         "SCHEDULER_LOCK_ID": common.SCHEDULER_LOCK_ID, **settings}
-        wait_for_free_bench_db(self.database_url, wait_db)
-        self.epoch = common.wait_for_services(self.database_url, self.redis_url)
-        log(f"resetting and migrating {BENCH_DATABASE}")
-        common.reset_database(self.database_url)
-        from app import create_app
-
-        self.engine = create_engine(self.database_url, pool_size=2, max_overflow=2)
-        self.app = create_app(dict(self.settings))
-        common.bootstrap_admin(self.app)
-        self.started: list[tuple[subprocess.Popen, Path]] = []
-        self.kills: list[dict] = []
-
-    def check_undisturbed(self, job_ids: list[str]) -> None:
-        """Raise Disturbed if these jobs are gone (the database was reset by another run) or
-        PostgreSQL or Redis restarted since the start."""
-        epoch = common.services_epoch(self.database_url, self.redis_url)
-        if epoch != self.epoch:
-            raise Disturbed(f"PostgreSQL or Redis restarted during the run (another test run?): {self.epoch} -> {epoch}")
-        try:
-            with self.engine.connect() as connection:
-                found = connection.execute(text("SELECT count(*) FROM jobs WHERE id::text = ANY(:ids)"),
-                                           {"ids": job_ids}).scalar()
-        except Exception as exc:  # noqa: BLE001 - e.g. the tables were dropped
-            raise Disturbed(f"{BENCH_DATABASE} was reset by another run during this one: {exc}", reset=True) from None
-        if found != len(job_ids):
-            raise Disturbed(f"{BENCH_DATABASE} was reset by another run during this one ({found} of "
-                            f"{len(job_ids)} jobs left)", reset=True)
-
-    def start(self, command: str, log_name: str, **extra) -> tuple[subprocess.Popen, Path]:
-        path = self.work_dir / f"{log_name}.log"
-        with open(path, "wb") as handle:
-            process = subprocess.Popen([common.JOBPLANE, command], env=common.process_env({**self.settings, **extra}),
-                                       cwd=str(common.REPO_ROOT), stdin=subprocess.DEVNULL, stdout=handle,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        self.started.append((process, path))
-        return process, path
-
-    def kill(self, process: subprocess.Popen) -> dict:
-        outcome = kill_tree(process)
-        self.kills.append(outcome)
-        return outcome
-
-    def stop_all(self) -> list[dict]:
-        """Kill every process tree still there (workers first: their runs' claims stay)."""
-        outcomes = []
-        for process, path in sorted(self.started, key=lambda item: "scheduler" in item[1].name):
-            if process.poll() is None or family(process.pid)[0]:
-                outcomes.append({"process": path.stem, **kill_tree(process)})
-        return outcomes
-
-    def log_problems(self) -> dict[str, list[str]]:
-        """ERROR/CRITICAL lines (and a Traceback's last line) of each process log."""
-        problems = {}
-        for _, path in self.started:
-            lines = path.read_text(errors="replace").splitlines()
-            found = []
-            for index, line in enumerate(lines):
-                if " ERROR " in line or " CRITICAL " in line or "Traceback" in line:
-                    if "Traceback" in line:
-                        tail = next((l for l in lines[index + 1:index + 80] if l and not l.startswith((" ", "\t", "Traceback"))), "")
-                        found.append(f"Traceback ... {tail}")
-                    else:
-                        found.append(line)
-            if found:
-                problems[path.stem] = found
-        return problems
-
-    def close(self) -> None:
-        self.engine.dispose()
-        self.app.extensions["jobplane_db"].engine.dispose()
-        common.forget_queue(self.redis_url, self.namespace)
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-
-
-def wait_ready(process: subprocess.Popen, path: Path, needle: str, count: int, timeout: float) -> None:
-    """Wait until ``needle`` appears ``count`` times in the log."""
-    deadline = time.monotonic() + timeout
-    while path.read_text(errors="replace").count(needle) < count:
-        if process.poll() is not None:
-            raise RuntimeError(f"{path.stem} exited with {process.returncode}:\n"
-                               f"{path.read_text(errors='replace')[-3000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path.stem} did not log {needle!r} {count} times within {timeout} s:\n"
-                               f"{path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.1)
-
-
 # --- machine load -----------------------------------------------------------------------------
-
-def _busy_seconds() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / _CLK_TCK
-
-
-def _cpu_fields(pid: int) -> tuple[float, float]:
-    """(own CPU seconds: utime + stime, reaped children's: cutime + cstime) of a process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return 0.0, 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK, (int(fields[13]) + int(fields[14])) / _CLK_TCK
-
 
 class LoadMeter:
     """CPU used over a window, in cores: by the worker's own processes, by the runs (sandboxes,
@@ -439,19 +184,20 @@ class LoadMeter:
         self.worker, self.scheduler = worker, scheduler
 
     def read(self) -> dict:
-        table = proc_table()
-        worker_own, sandboxed = family(self.worker, table)
-        scheduler_own, _ = family(self.scheduler, table)
+        """Cumulative CPU seconds of each group now (the machine's including interrupts)."""
+        table = common.proc_table()
+        worker_own, sandboxed = process_tree(self.worker, table)
+        scheduler_own, _ = process_tree(self.scheduler, table)
         ours = set(worker_own + sandboxed + scheduler_own)
-        worker = [_cpu_fields(pid) for pid in worker_own]
         times = os.times()
-        return {"t": time.monotonic(), "machine": _busy_seconds(),
-                "worker": sum(own for own, _ in worker),
-                "sandboxes": sum(reaped for _, reaped in worker) + sum(sum(_cpu_fields(pid)) for pid in sandboxed),
-                "scheduler": sum(sum(_cpu_fields(pid)) for pid in scheduler_own),
+        return {"t": time.monotonic(), "machine": common.machine_busy_seconds(interrupts=True),
+                "worker": sum(table[pid].cpu_s for pid in worker_own),
+                "sandboxes": sum(table[pid].children_cpu_s for pid in worker_own)
+                + sum(table[pid].total_cpu_s for pid in sandboxed),
+                "scheduler": sum(table[pid].total_cpu_s for pid in scheduler_own),
                 "bench": times.user + times.system,
-                "services": sum(sum(_cpu_fields(pid)) for pid, (_, name, _) in table.items()
-                                if pid not in ours and name.startswith(("postgres", "redis-server")))}
+                "services": sum(info.total_cpu_s for pid, info in table.items()
+                                if pid not in ours and info.name.startswith(("postgres", "redis-server")))}
 
     @classmethod
     def between(cls, before: dict, after: dict) -> dict:
@@ -470,7 +216,6 @@ class LoadMeter:
 
 def submit_runs(app, job_ids: list[str], runs: int, threads: int) -> dict:
     """``runs`` manual runs spread over ``job_ids``, posted by ``threads`` threads."""
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     targets = [job_ids[i % len(job_ids)] for i in range(runs)]
     slices = [targets[i::threads] for i in range(threads)]
     failures: list[str] = []
@@ -480,7 +225,7 @@ def submit_runs(app, job_ids: list[str], runs: int, threads: int) -> dict:
     def post(jobs: list[str]) -> None:
         client = app.test_client()
         for job_id in jobs:
-            response = client.post(f"/api/v1/jobs/{job_id}/run", headers=headers)
+            response = client.post(f"/api/v1/jobs/{job_id}/run", headers=ADMIN_HEADERS)
             with lock:
                 if response.status_code == 202:
                     ids.append(response.json["id"])
@@ -535,7 +280,7 @@ class Sampler(threading.Thread):
             try:
                 sample = {"ts": time.time(), "memory": tree_memory(self.worker.pid)}
                 sample["pg"] = pg_connections(self.engine, {
-                    "worker": family(self.worker.pid)[0], "scheduler": family(self.scheduler.pid)[0],
+                    "worker": process_tree(self.worker.pid)[0], "scheduler": process_tree(self.scheduler.pid)[0],
                     "bench": [os.getpid()]})
                 sample["load"] = self.meter.read()
                 self.samples.append(sample)
@@ -593,9 +338,8 @@ def peak(samples: list[dict], *keys: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    env = Environment("concurrency", wait_db=args.wait_db)
-    result: dict = {"benchmark": "concurrency", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "command": common.command_line(),
+    env = TreeBench("concurrency", wait_db=args.wait_db)
+    result: dict = {**common.result_head("concurrency"),
                     "settings": {"WORKER_PROCESSES": args.processes, "WORKER_THREADS": args.threads,
                                  "WORKER_POLL_MS": args.poll_ms, "SANDBOX": "bubblewrap",
                                  "redis_db": REDIS_DB, "database": BENCH_DATABASE},
@@ -605,13 +349,12 @@ def run(args: argparse.Namespace) -> dict:
     sampler = None
     created: list[str] = []
     try:
-        worker, worker_log = env.start("worker", "worker", WORKER_PROCESSES=args.processes,
-                                       WORKER_THREADS=args.threads, WORKER_POLL_MS=args.poll_ms,
-                                       SANDBOX="bubblewrap")
-        scheduler, scheduler_log = env.start("scheduler", "scheduler")
+        worker, worker_log = common.start_worker(env.procs, worker_processes=args.processes,
+                                                 worker_threads=args.threads, poll_ms=args.poll_ms)
+        scheduler, scheduler_log = env.procs.start("scheduler")
         started = time.monotonic()
-        wait_ready(scheduler, scheduler_log, "became the scheduler leader", 1, timeout=60)
-        wait_ready(worker, worker_log, "is ready for action", args.processes, timeout=120)
+        wait_for_log(scheduler, scheduler_log, "became the scheduler leader", timeout=60)
+        wait_for_log(worker, worker_log, "is ready for action", timeout=120, count=args.processes)
         result["worker_ready_s"] = round(time.monotonic() - started, 1)
         meter = LoadMeter(worker.pid, scheduler.pid)
         # Sampling runs from now on, so that its own cost weighs on the idle and loaded windows alike.
@@ -781,13 +524,10 @@ def _lag_line(label: str, window: dict | None) -> str:
 
 
 def print_report(r: dict) -> None:
-    s, m = r.get("sleepers", {}), r["machine"]
+    s = r.get("sleepers", {})
     mb = lambda kb: f"{kb / 1024:.0f} MiB" if kb is not None else "-"  # noqa: E731
-    print(f"Concurrency: {r['runs']} runs of 'sleep {r['sleep_s']}' at once, and a per-second job's fire lag")
-    print(f"  date      {r['date']}")
-    print(f"  command   {r['command']}")
-    print(f"  machine   nproc={m['nproc']}  cpu={m['cpu_model']}  kernel={m['kernel']}  python={m['python']}  "
-          f"{m['bubblewrap']}  loadavg start/end={m['loadavg_at_start']}/{m['loadavg_at_end']}")
+    common.print_report_head(f"Concurrency: {r['runs']} runs of 'sleep {r['sleep_s']}' at once, and a per-second "
+                             f"job's fire lag", r, width=10)
     print(f"  setup     1 scheduler; worker {r['settings']['WORKER_PROCESSES']} processes x "
           f"{r['settings']['WORKER_THREADS']} threads, WORKER_POLL_MS={r['settings']['WORKER_POLL_MS']}, SANDBOX=bubblewrap "
           f"(ready {r.get('worker_ready_s')} s after start); {r['sleeper_jobs']} allow-jobs; "
@@ -853,8 +593,7 @@ def print_report(r: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--runs", type=int, default=450, help="runs at once (default 450)")
     parser.add_argument("--sleep", type=int, default=60, help="each run's 'sleep' seconds (default 60)")
     parser.add_argument("--sleeper-jobs", type=int, default=15, help="allow-jobs the runs are spread over (15)")
@@ -864,12 +603,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--poll-ms", type=int, default=WORKER_POLL_MS,
                         help=f"JOBPLANE_WORKER_POLL_MS (default {WORKER_POLL_MS}; Jobplane's own default is 10)")
     parser.add_argument("--submit-threads", type=int, default=4, help="threads posting the runs (default 4)")
-    parser.add_argument("--wait-db", type=float, default=900,
-                        help=f"longest wait for {BENCH_DATABASE} to be free of other clients (default 900 s)")
+    common.add_wait_db_option(parser)
     parser.add_argument("--attempts", type=int, default=3,
                         help="runs disturbed by another bench's reset or a service restart are repeated, "
                              "at most this many times in all (default 3)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    common.add_json_option(parser, help="print the result as JSON")
     args = parser.parse_args(argv)
     if args.processes * args.threads <= args.runs:
         parser.error("--processes x --threads must exceed --runs (each run holds a worker thread)")
@@ -879,7 +617,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     common.set_bench_name("concurrency")
-    signal.signal(signal.SIGTERM, common.on_sigterm)
     discarded: list[str] = []
     while True:
         try:
@@ -891,18 +628,11 @@ def main(argv: list[str] | None = None) -> int:
             if len(discarded) >= args.attempts:
                 raise
     result["discarded_attempts"] = discarded
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_report(result)
+    common.print_result(result, as_json=args.json, report=print_report)
     s = result.get("sleepers", {})
     ok = s.get("all_running_at_once") and s.get("by_status") == {"success": args.runs}
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    common.run_main(main)

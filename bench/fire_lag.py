@@ -19,10 +19,11 @@ What it measures
 How it runs
     One ``jobplane scheduler`` and one ``jobplane worker`` (WORKER_PROCESSES=1,
     WORKER_THREADS=8, WORKER_POLL_MS=100, SANDBOX=bubblewrap) on a database of its own,
-    ``jobplane_bench`` (created if missing, schema dropped and migrated at start), and a unique
-    queue namespace in Redis database 14 of the server of TEST_REDIS_URL -- not the tests'
-    database 15, which every test empties (FLUSHDB), losing a running bench's messages.  After the scheduler logs "became the
-    scheduler leader" and the worker is ready, it creates ``--jobs`` jobs through the API
+    ``jobplane_bench`` (created if missing; once no other bench is connected to it, schema
+    dropped and migrated at start), and a unique queue namespace in Redis database 14 of the
+    server of TEST_REDIS_URL -- not the tests' database 15, which every test empties (FLUSHDB),
+    losing a running bench's messages.  After the scheduler logs "became the scheduler leader"
+    and the worker is ready, it creates ``--jobs`` jobs through the API
     (in-process Flask test client).  The first 2 seconds of each job's fires are a warm-up and
     are excluded; the next ceil(--fires / --jobs) fire times of each job are measured.  Then
     both processes are stopped (SIGTERM, then SIGKILL of their process groups) -- also on
@@ -44,34 +45,22 @@ Output
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import shlex
-import shutil
-import signal
 import sys
-import tempfile
 import time
-import uuid
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (BENCH_DATABASE, BENCH_REDIS_DB, SCHEDULER_LOCK_ID, START_LINE,  # noqa: E402,F401
-                    Processes, bench_database_url, bench_redis_url, bootstrap_admin, collect, count_by,
-                    create_jobs, forget_queue, log, machine_info, reset_database, set_bench_name,
-                    summary, wait_for_log, window_of)
-
-from sqlalchemy import create_engine  # noqa: E402
+import common  # noqa: E402
+from common import (BENCH_DATABASE, BENCH_REDIS_DB, START_LINE, WARMUP_SECONDS, JobplaneBench,  # noqa: E402
+                    collect, count_by, create_jobs, log, set_bench_name, summary, wait_for_log, window_of)
 
 set_bench_name("fire_lag")
-WARMUP_SECONDS = 2
 WORKER_PROCESSES = 1
 WORKER_THREADS = 8
 WORKER_POLL_MS = 100
-
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -151,13 +140,9 @@ def analyse(rows: list[dict], job_ids: list[str], per_job: int) -> dict:
 
 
 def print_report(result: dict) -> None:
-    a, m = result["analysis"], result["machine"]
+    a = result["analysis"]
     lag = a["lag"]
-    print("Fire lag: scheduled fire time -> job script start (its own `date +%s.%N`)")
-    print(f"  date          {result['date']}")
-    print(f"  command       {result['command']}")
-    print(f"  machine       nproc={m['nproc']}  cpu={m['cpu_model']}  kernel={m['kernel']}  "
-          f"python={m['python']}  {m['bubblewrap']}  loadavg start/end={m['loadavg_at_start']}/{m['loadavg_at_end']}")
+    common.print_report_head("Fire lag: scheduled fire time -> job script start (its own `date +%s.%N`)", result)
     print(f"  setup         {result['jobs']} jobs x '* * * * * *', 1 scheduler, 1 worker "
           f"(processes={WORKER_PROCESSES}, threads={WORKER_THREADS}, WORKER_POLL_MS={WORKER_POLL_MS}, "
           f"SANDBOX=bubblewrap), PostgreSQL db {BENCH_DATABASE}, "
@@ -199,12 +184,11 @@ def print_report(result: dict) -> None:
 # --- main -------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--fires", type=int, default=120,
                         help="successful fires to measure, after warm-up (at least 100; default 120)")
     parser.add_argument("--jobs", type=int, default=4, help="jobs firing every second (default 4)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    common.add_json_option(parser, help="print the result as JSON on stdout")
     args = parser.parse_args(argv)
     if args.fires < 100:
         parser.error("--fires must be at least 100")
@@ -213,52 +197,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    # Settings come only from what this bench passes (stray JOBPLANE_* would also stop start-up).
-    for key in [k for k in os.environ if k.startswith("JOBPLANE_")]:
-        del os.environ[key]
-    test_db = os.environ.get("TEST_DATABASE_URL",
-                             "postgresql+psycopg2://jobplane:jobplane@127.0.0.1:5432/jobplane_test")
-    redis_url = bench_redis_url(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
-    loadavg_at_start = [round(x, 2) for x in os.getloadavg()]
+    loadavg_at_start = common.loadavg()
     per_job = math.ceil(args.fires / args.jobs)
-    # Startup (60 s) + warm-up + the measured seconds + finishing and stragglers (60 s).
-    budget = 60 + WARMUP_SECONDS + per_job + 60
-    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
-
-    database_url = bench_database_url(test_db)
-    log(f"resetting and migrating {BENCH_DATABASE}")
-    reset_database(database_url)
-    namespace = f"jobplane-bench-{uuid.uuid4().hex[:8]}"
-    work_dir = Path(tempfile.mkdtemp(prefix="jobplane-bench-"))
-    settings = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": "bench-secret-key",
-                "ENV": "test", "QUEUE_NAMESPACE": namespace, "RUN_DIR": str(work_dir / "runs"),
-                "LOG_LEVEL": "INFO", "SCHEDULER_LOCK_ID": SCHEDULER_LOCK_ID}
-    processes = Processes(settings, work_dir)
-    engine = create_engine(database_url)
-    app = None
+    budget = common.fire_budget(per_job)
+    env = JobplaneBench()
+    processes = env.processes()
     try:
-        from app import create_app
-
-        app = create_app(dict(settings))
-        bootstrap_admin(app)
+        env.reset()
         deadline = time.monotonic() + budget
-        worker, worker_log = processes.start("worker", WORKER_PROCESSES=WORKER_PROCESSES,
-                                             WORKER_THREADS=WORKER_THREADS, WORKER_POLL_MS=WORKER_POLL_MS,
-                                             SANDBOX="bubblewrap")
-        scheduler, scheduler_log = processes.start("scheduler")
-        wait_for_log(scheduler, scheduler_log, "became the scheduler leader", timeout=30)
+        worker, worker_log = common.start_worker(processes, worker_processes=WORKER_PROCESSES,
+                                                 worker_threads=WORKER_THREADS, poll_ms=WORKER_POLL_MS)
+        common.start_leader(processes, timeout=30)
         wait_for_log(worker, worker_log, "ready for action", timeout=30)
         log(f"scheduler leads, worker ready; creating {args.jobs} jobs firing every second; measuring "
             f"{per_job} fire times per job after {WARMUP_SECONDS} s of warm-up (at most {budget} s in all)")
-        job_ids = create_jobs(app, args.jobs)
-        rows, complete = collect(engine, job_ids, per_job, deadline)
+        job_ids = create_jobs(env.app, args.jobs)
+        rows, complete = collect(env.engine, job_ids, per_job, deadline)
         for process, path in processes.started:
             if process.poll() is not None:
                 log(f"warning: {path.stem} exited early with {process.returncode}")
@@ -268,17 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         log("stopping scheduler and worker")
         processes.stop_all()
-        engine.dispose()
-        if app is not None:
-            app.extensions["jobplane_db"].engine.dispose()
-        forget_queue(redis_url, namespace)
-        shutil.rmtree(work_dir, ignore_errors=True)
+        env.close()
 
     result = {
-        "benchmark": "fire_lag",
-        "measures": "scheduled fire time -> job script start (script's own date +%s.%N)",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
+        **common.result_head("fire_lag", "scheduled fire time -> job script start (script's own date +%s.%N)"),
         "fires_requested": args.fires,
         "jobs": args.jobs,
         "warmup_seconds_excluded": WARMUP_SECONDS,
@@ -286,18 +235,11 @@ def main(argv: list[str] | None = None) -> int:
                      "WORKER_POLL_MS": WORKER_POLL_MS, "SANDBOX": "bubblewrap"},
         "complete": complete,
         "analysis": analyse(rows, job_ids, per_job),
-        "machine": machine_info(loadavg_at_start),
+        "machine": common.machine_info(loadavg_at_start),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_report(result)
+    common.print_result(result, as_json=args.json, report=print_report)
     return 0 if result["analysis"]["measured_fires"] >= args.fires else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    common.run_main(main)

@@ -49,11 +49,9 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import text
@@ -61,16 +59,34 @@ from sqlalchemy import text
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
-from common import (JobplaneBench, collect, create_jobs, fetch_jobs, fmt_summary, lag_of,  # noqa: E402
-                    log, pause_jobs, summary, wait_for_log, wait_until_idle, window_of)
+from common import (BASH, WARMUP_SECONDS, JobplaneBench, collect, create_jobs, fetch_jobs,  # noqa: E402
+                    fmt_summary, lag_of, log, pause_jobs, summary, wait_for_log, wait_until_idle, window_of)
 
 common.set_bench_name("fire_lag_vs_celery")
 
-WARMUP_SECONDS = 2
 WORKER_PROCESSES = 1
 WORKER_THREADS = 8
 CELERY = str(Path(sys.executable).with_name("celery"))
-BASH = "/bin/bash"
+
+
+# --- a round's samples -------------------------------------------------------------------------
+
+def tally(window: dict, by_key: dict, jobs: int, per_job: int, sample, complete: bool) -> dict:
+    """A round's samples: ``sample(row, fire time)`` of each measured fire time of each job or
+    entry in ``window`` that has a row in ``by_key`` (keyed by (job or entry, fire time)) --
+    a sample, or the name of the problem that kept it from one.  Fire times with no row, and
+    those of jobs or entries that never fired, count as "never_ran"."""
+    samples, problems = [], {"never_ran": 0, "not_successful": 0, "no_start_line": 0}
+    for key, times in window.items():
+        for fire_time in times:
+            row = by_key.get((key, fire_time))
+            outcome = "never_ran" if row is None else sample(row, fire_time)
+            if isinstance(outcome, str):
+                problems[outcome] += 1
+            else:
+                samples.append(outcome)
+    problems["never_ran"] += (jobs - len(window)) * per_job
+    return {"samples": samples, "problems": problems, "complete": complete}
 
 
 # --- Jobplane ---------------------------------------------------------------------------------
@@ -81,17 +97,14 @@ def run_jobplane_round(env: JobplaneBench, round_no: int, jobs: int, per_job: in
     with env.engine.connect() as connection:
         leftover = [str(r[0]) for r in connection.execute(text("SELECT id FROM jobs WHERE status = 'active'"))]
     pause_jobs(env.app, leftover)
-    budget = 60 + WARMUP_SECONDS + per_job + 60
     job_ids: list[str] = []
     rows: list[dict] = []
     complete = False
     try:
-        deadline = time.monotonic() + budget
-        poll = {"WORKER_POLL_MS": poll_ms} if poll_ms is not None else {}
-        worker, worker_log = processes.start("worker", WORKER_PROCESSES=WORKER_PROCESSES,
-                                             WORKER_THREADS=WORKER_THREADS, SANDBOX="bubblewrap", **poll)
-        scheduler, scheduler_log = processes.start("scheduler")
-        wait_for_log(scheduler, scheduler_log, "became the scheduler leader", timeout=30)
+        deadline = time.monotonic() + common.fire_budget(per_job)
+        worker, worker_log = common.start_worker(processes, worker_processes=WORKER_PROCESSES,
+                                                 worker_threads=WORKER_THREADS, poll_ms=poll_ms)
+        common.start_leader(processes, timeout=30)
         wait_for_log(worker, worker_log, "ready for action", timeout=30)
         job_ids = create_jobs(env.app, jobs, prefix=f"vs-round{round_no}", concurrency_policy="allow")
         log(f"round {round_no} jobplane: {jobs} jobs firing every second; measuring {per_job} fire times each")
@@ -104,27 +117,19 @@ def run_jobplane_round(env: JobplaneBench, round_no: int, jobs: int, per_job: in
         wait_until_idle(env.engine, job_ids, timeout=15)
     finally:
         processes.stop_all()
-    window = window_of(rows, job_ids, per_job, WARMUP_SECONDS)
-    by_key = {(r["job_id"], r["scheduled_for"]): r for r in rows}
-    samples, problems = [], {"never_ran": 0, "not_successful": 0, "no_start_line": 0}
-    for job, times in window.items():
-        for fire_time in times:
-            row = by_key.get((job, fire_time))
-            if row is None:
-                problems["never_ran"] += 1
-                continue
-            record = lag_of(row)
-            if record is None:
-                problems["not_successful" if row["status"] != "success" else "no_start_line"] += 1
-                continue
-            samples.append({"lag_ms": record["lag_ms"],
-                            "stages": {"fire -> execution insert (scheduler)": record["fire_to_insert_ms"],
-                                       "insert -> sandbox spawn (commit, Redis, poll, claim)":
-                                           record["insert_to_spawn_ms"],
-                                       "spawn -> script start (bwrap + bash)": record["spawn_to_start_ms"]},
-                            "scheduled_for": fire_time.timestamp()})
-    problems["never_ran"] += (jobs - len(window)) * per_job
-    return {"samples": samples, "problems": problems, "complete": complete}
+
+    def sample(row: dict, fire_time) -> dict | str:
+        record = lag_of(row)
+        if record is None:
+            return "not_successful" if row["status"] != "success" else "no_start_line"
+        return {"lag_ms": record["lag_ms"],
+                "stages": {"fire -> execution insert (scheduler)": record["fire_to_insert_ms"],
+                           "insert -> sandbox spawn (commit, Redis, poll, claim)": record["insert_to_spawn_ms"],
+                           "spawn -> script start (bwrap + bash)": record["spawn_to_start_ms"]},
+                "scheduled_for": fire_time.timestamp()}
+
+    return tally(window_of(rows, job_ids, per_job), {(r["job_id"], r["scheduled_for"]): r for r in rows},
+                 jobs, per_job, sample, complete)
 
 
 # --- Celery -----------------------------------------------------------------------------------
@@ -142,7 +147,7 @@ def run_celery_round(env: JobplaneBench, round_no: int, jobs: int, per_job: int,
     script.write_text(common.SCRIPT)
     client = redis.Redis.from_url(broker)
     keys_before = set(client.scan_iter(count=1000))
-    celery_env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPLANE_")}
+    celery_env = common.process_env({})
     celery_env.update({
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent), str(common.REPO_ROOT)]),
         "BENCH_CELERY_BROKER": broker, "BENCH_CELERY_QUEUE": queue, "BENCH_CELERY_RESULTS": str(results_file),
@@ -150,11 +155,10 @@ def run_celery_round(env: JobplaneBench, round_no: int, jobs: int, per_job: int,
         "BENCH_CELERY_SANDBOX": "bubblewrap" if sandboxed else "none", "BENCH_CELERY_BASH": BASH,
         "BENCH_CELERY_RUN_DIR": str(work / "runs")})
     processes = common.Processes({}, work)
-    budget = 60 + WARMUP_SECONDS + per_job + 60
     results: list[dict] = []
     complete = False
     try:
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + common.fire_budget(per_job)
         worker, worker_log = processes.start_argv(
             [CELERY, "-A", "celery_baseline", "worker", "--pool", "threads", "--concurrency", str(WORKER_THREADS),
              "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"{queue}@%h"],
@@ -196,27 +200,21 @@ def run_celery_round(env: JobplaneBench, round_no: int, jobs: int, per_job: int,
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the result
             log(f"could not clean Celery's Redis keys: {exc}")
         client.close()
-    window = _celery_window(results, jobs, per_job)
-    by_key = {(r["entry"], r["scheduled_for"]): r for r in results}
-    samples, problems = [], {"never_ran": 0, "not_successful": 0, "no_start_line": 0}
-    for entry, times in window.items():
-        for instant in times:
-            r = by_key.get((entry, instant))
-            if r is None:
-                problems["never_ran"] += 1
-            elif r["returncode"] != 0:
-                problems["not_successful"] += 1
-            elif r["script_start"] is None:
-                problems["no_start_line"] += 1
-            else:
-                samples.append({"lag_ms": (r["script_start"] - instant) * 1000, "scheduled_for": instant, "stages": {
-                    "fire -> beat sends": (r["sent_at"] - instant) * 1000,
-                    "beat sends -> task starts (Redis, worker)": (r["task_start"] - r["sent_at"]) * 1000,
-                    "task starts -> spawn": (r["spawn"] - r["task_start"]) * 1000,
-                    "spawn -> script start (" + ("bwrap + " if sandboxed else "") + "bash)":
-                        (r["script_start"] - r["spawn"]) * 1000}})
-    problems["never_ran"] += (jobs - len(window)) * per_job
-    return {"samples": samples, "problems": problems, "complete": complete}
+
+    def sample(r: dict, instant: int) -> dict | str:
+        if r["returncode"] != 0:
+            return "not_successful"
+        if r["script_start"] is None:
+            return "no_start_line"
+        return {"lag_ms": (r["script_start"] - instant) * 1000, "scheduled_for": instant, "stages": {
+            "fire -> beat sends": (r["sent_at"] - instant) * 1000,
+            "beat sends -> task starts (Redis, worker)": (r["task_start"] - r["sent_at"]) * 1000,
+            "task starts -> spawn": (r["spawn"] - r["task_start"]) * 1000,
+            "spawn -> script start (" + ("bwrap + " if sandboxed else "") + "bash)":
+                (r["script_start"] - r["spawn"]) * 1000}}
+
+    return tally(_celery_window(results, jobs, per_job), {(r["entry"], r["scheduled_for"]): r for r in results},
+                 jobs, per_job, sample, complete)
 
 
 def _read_results(path: Path) -> list[dict]:
@@ -265,14 +263,9 @@ def _median(values: list) -> float | None:
 
 
 def print_report(result: dict) -> None:
-    m = result["machine"]
-    print("Fire lag, Jobplane vs Celery beat + worker: scheduled instant -> job script start (`date +%s.%N`)")
-    print(f"  date          {result['date']}")
-    print(f"  command       {result['command']}")
-    print(f"  machine       nproc={m['nproc']}  cpu={m['cpu_model']}  kernel={m['kernel']}  python={m['python']}  "
-          f"{m['bubblewrap']}  loadavg start/end={m['loadavg_at_start']}/{m['loadavg_at_end']}")
-    print(f"  other load    {result['busy_cores_before_start']} cores busy just before the start")
-    print(f"  code          commit {result['git']['commit']} (+{result['git']['app_modified_files']} modified files in app/)")
+    common.print_report_head("Fire lag, Jobplane vs Celery beat + worker: scheduled instant -> job script start "
+                             "(`date +%s.%N`)", result)
+    common.print_load_and_code(result)
     print(f"  setup         {result['jobs']} entries/jobs firing every second; {result['rounds']} interleaved rounds "
           f"(order rotates); {result['per_job_per_round']} fire times per entry per round after "
           f"{WARMUP_SECONDS} s warm-up")
@@ -297,23 +290,20 @@ def print_report(result: dict) -> None:
           f"{g['ratio']:.2f}; p50 ratio {g['p50_ratio']:.2f}")
     print(f"  median of the per-round p99s: jobplane {g['jobplane_median_round_p99_ms']} ms, celery "
           f"{g['celery_median_round_p99_ms']} ms (less sensitive to one disturbed round)")
-    print(f"  goal: jobplane p99 <= celery p99 -> {'MET' if g['met'] else 'NOT MET'}")
+    common.print_goal("jobplane p99 <= celery p99", g["met"])
     print("  percentiles are nearest-rank over all measured fires of all rounds")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--fires", type=int, default=300, help="fires to measure per system (>= 100; default 300)")
     parser.add_argument("--jobs", type=int, default=4, help="entries/jobs firing every second (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--celery-bwrap", action="store_true",
                         help="also run Celery with the script under bubblewrap, as a third system")
-    parser.add_argument("--worker-poll-ms", type=int, default=None,
-                        help="JOBPLANE_WORKER_POLL_MS of Jobplane's worker (default: Jobplane's default)")
-    parser.add_argument("--quiet-wait", type=float, default=120,
-                        help="wait at most this long for other programs to leave the CPU idle (default 120 s)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    common.add_poll_ms_option(parser, whose="Jobplane's worker")
+    common.add_quiet_wait_option(parser)
+    common.add_json_option(parser, help="print the result as JSON on stdout")
     args = parser.parse_args(argv)
     if args.fires < 100:
         parser.error("--fires must be at least 100")
@@ -324,7 +314,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, common.on_sigterm)
     if not Path(CELERY).exists():
         log(f"{CELERY} not found: install the bench extra (pip install -e '.[bench]')")
         return 2
@@ -335,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     env = JobplaneBench()
     try:
         env.reset()
-        poll_default = env.app.config["WORKER_POLL_MS"]
+        poll_ms = env.worker_poll_ms(args.worker_poll_ms)
         quiet = common.wait_for_quiet(args.quiet_wait)
         for round_no in range(1, args.rounds + 1):
             shift = (round_no - 1) % len(systems)
@@ -349,8 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                     d["cpu"] = monitor.stop()
                     return d
 
-                d, discarded = common.undisturbed(step, what=f"round {round_no} {name}", database_url=env.database_url,
-                                                  redis_url=env.redis_url)
+                d, discarded = env.undisturbed(step, what=f"round {round_no} {name}")
                 d["discarded_attempts"] = discarded
                 rounds[name].append(d)
                 log(f"round {round_no} {name}: {fmt_summary(summary([s['lag_ms'] for s in d['samples']]))}; "
@@ -360,36 +348,25 @@ def main(argv: list[str] | None = None) -> int:
     described = {name: describe(r) for name, r in rounds.items()}
     jp, ce = described["jobplane"]["lag"], described["celery"]["lag"]
     goal = {"jobplane_p99_ms": jp.get("p99_ms", float("nan")), "celery_p99_ms": ce.get("p99_ms", float("nan")),
-            "ratio": jp["p99_ms"] / ce["p99_ms"] if jp.get("n") and ce.get("n") else float("nan"),
-            "p50_ratio": jp["p50_ms"] / ce["p50_ms"] if jp.get("n") and ce.get("n") else float("nan"),
+            "ratio": common.ratio(jp, ce), "p50_ratio": common.ratio(jp, ce, "p50_ms"),
             # Less sensitive to one disturbed round than the pooled p99 (others share this machine).
             "jobplane_median_round_p99_ms": _median([r.get("p99_ms") for r in described["jobplane"]["rounds"]]),
             "celery_median_round_p99_ms": _median([r.get("p99_ms") for r in described["celery"]["rounds"]]),
             "met": bool(jp.get("n") and ce.get("n") and jp["p99_ms"] <= ce["p99_ms"])}
     result = {
-        "benchmark": "fire_lag_vs_celery",
-        "measures": "scheduled instant (whole second) -> job script start (script's own date +%s.%N)",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": common.command_line(),
-        "worker_poll_ms": args.worker_poll_ms if args.worker_poll_ms is not None else poll_default,
+        **common.result_head("fire_lag_vs_celery",
+                             "scheduled instant (whole second) -> job script start (script's own date +%s.%N)"),
+        "worker_poll_ms": poll_ms,
         "jobs": args.jobs, "rounds": args.rounds, "per_job_per_round": per_job, "fires_requested": args.fires,
         "order": "interleaved rounds; order rotates each round",
         "systems": described,
         "goal": goal,
         "busy_cores_before_start": quiet,
-        "git": common.git_state(),
-        "machine": common.machine_info(loadavg_at_start),
+        **common.result_tail(loadavg_at_start),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_report(result)
+    common.print_result(result, as_json=args.json, report=print_report)
     return 0 if all(d["lag"].get("n", 0) >= args.fires for d in described.values()) else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    common.run_main(main)

@@ -38,14 +38,11 @@ Running it (from the repository root; services from scripts/ensure-test-services
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
-import signal
 import sys
 import time
-from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,12 +93,9 @@ def run_phase(env: JobplaneBench, name: str, job_ids: list[str], args: argparse.
     window_start = None
     try:
         t = time.monotonic()
-        worker, worker_log = processes.start("worker", WORKER_PROCESSES=args.worker_processes,
-                                             WORKER_THREADS=args.worker_threads, SANDBOX="bubblewrap",
-                                             **({"WORKER_POLL_MS": args.worker_poll_ms}
-                                                if args.worker_poll_ms is not None else {}))
-        scheduler, scheduler_log = processes.start("scheduler")
-        wait_for_log(scheduler, scheduler_log, "became the scheduler leader", timeout=60)
+        worker, worker_log = common.start_worker(processes, worker_processes=args.worker_processes,
+                                                 worker_threads=args.worker_threads, poll_ms=args.worker_poll_ms)
+        scheduler, scheduler_log = common.start_leader(processes, timeout=60)
         if wait_reconcile:
             wait_for_log(scheduler, scheduler_log, "reconciled job store", timeout=300)
         wait_for_log(worker, worker_log, "ready for action", timeout=60)
@@ -129,8 +123,7 @@ def run_phase(env: JobplaneBench, name: str, job_ids: list[str], args: argparse.
         cpu = monitor.stop()
         # Stop the per-second jobs' runs from piling into the next phase.
         wait_until_idle(env.engine, job_ids, timeout=10)
-        warnings = [line for line in scheduler_log.read_text(errors="replace").splitlines()
-                    if " WARNING " in line or " ERROR " in line or " CRITICAL " in line]
+        warnings = common.warning_lines(scheduler_log)
     finally:
         processes.stop_all()
     samples, problems = [], {"never_ran": 0, "not_successful": 0, "resent": 0}
@@ -170,14 +163,9 @@ def run_phase(env: JobplaneBench, name: str, job_ids: list[str], args: argparse.
 
 
 def print_report(result: dict) -> None:
-    m = result["machine"]
-    print("Scale: fire lag of per-second jobs alone vs among 5,000 active jobs (scheduled second -> script START)")
-    print(f"  date          {result['date']}")
-    print(f"  command       {result['command']}")
-    print(f"  machine       nproc={m['nproc']}  cpu={m['cpu_model']}  kernel={m['kernel']}  python={m['python']}  "
-          f"{m['bubblewrap']}  loadavg start/end={m['loadavg_at_start']}/{m['loadavg_at_end']}")
-    print(f"  other load    {result['busy_cores_before_start']} cores busy just before the start")
-    print(f"  code          commit {result['git']['commit']} (+{result['git']['app_modified_files']} modified files in app/)")
+    common.print_report_head("Scale: fire lag of per-second jobs alone vs among 5,000 active jobs (scheduled "
+                             "second -> script START)", result)
+    common.print_load_and_code(result)
     print(f"  setup         {result['measured']} jobs '* * * * * *' measured; mix: {result['mix']}; worker "
           f"{result['worker_processes']}x{result['worker_threads']}, WORKER_POLL_MS={result['worker_poll_ms']}, bubblewrap; "
           f"{result['mixed_create_s']} s to create the other jobs")
@@ -203,23 +191,19 @@ def print_report(result: dict) -> None:
     print(f"  p99: {g['p99_10_ms']:.1f} ms (10 jobs) vs {g['p99_5000_ms']:.1f} ms (5,000 jobs): ratio {g['ratio']:.2f}")
     print(f"  p99 of fires outside seconds 0-14 of a minute (no burst): {g['p99_5000_quiet_ms']} ms, "
           f"ratio {g['ratio_quiet']}")
-    print(f"  goal: p99(5000) <= 1.5 x p99(10) -> {'MET' if g['met'] else 'NOT MET'}")
+    common.print_goal("p99(5000) <= 1.5 x p99(10)", g["met"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--measured", type=int, default=10)
     parser.add_argument("--total", type=int, default=5000)
     parser.add_argument("--every-minute", type=int, default=500)
-    parser.add_argument("--worker-processes", type=int, default=2)
-    parser.add_argument("--worker-threads", type=int, default=4)
-    parser.add_argument("--worker-poll-ms", type=int, default=None,
-                        help="JOBPLANE_WORKER_POLL_MS of the worker (default: Jobplane's default)")
-    parser.add_argument("--quiet-wait", type=float, default=120,
-                        help="wait at most this long for other programs to leave the CPU idle (default 120 s)")
-    parser.add_argument("--json", action="store_true")
+    common.add_worker_options(parser)
+    common.add_poll_ms_option(parser)
+    common.add_quiet_wait_option(parser)
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
     if args.seconds < 30 or args.measured * args.seconds < 300:
         parser.error("measure at least 300 fires (--measured x --seconds) over at least 30 s")
@@ -230,18 +214,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, common.on_sigterm)
     loadavg_at_start = common.loadavg()
     env = JobplaneBench()
     phases = []
     try:
         env.reset()
-        poll_ms = args.worker_poll_ms if args.worker_poll_ms is not None else env.app.config["WORKER_POLL_MS"]
+        poll_ms = env.worker_poll_ms(args.worker_poll_ms)
         job_ids = create_jobs(env.app, args.measured, prefix="scale-measured", concurrency_policy="allow")
         quiet = common.wait_for_quiet(args.quiet_wait)
-        phase, discarded = common.undisturbed(lambda: run_phase(env, "10", job_ids, args, wait_reconcile=False),
-                                              what="phase 10", database_url=env.database_url,
-                                              redis_url=env.redis_url)
+        phase, discarded = env.undisturbed(lambda: run_phase(env, "10", job_ids, args, wait_reconcile=False),
+                                           what="phase 10")
         phases.append({**phase, "discarded_attempts": discarded})
         log(f"phase 10: {fmt_summary(phases[-1]['lag'])}")
         others = args.total - args.measured
@@ -249,21 +231,19 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         common.create_jobs_in_bulk(env.app, mixed_specs(others, args.every_minute))
         create_s = round(time.monotonic() - t, 1)
-        phase, discarded = common.undisturbed(
-            lambda: run_phase(env, str(args.total), job_ids, args, wait_reconcile=True),
-            what=f"phase {args.total}", database_url=env.database_url, redis_url=env.redis_url)
+        phase, discarded = env.undisturbed(lambda: run_phase(env, str(args.total), job_ids, args, wait_reconcile=True),
+                                           what=f"phase {args.total}")
         phases.append({**phase, "discarded_attempts": discarded})
         log(f"phase {args.total}: {fmt_summary(phases[-1]['lag'])}")
     finally:
         env.close()
     small, large = phases[0]["lag"], phases[1]["lag"]
     quiet_large = phases[1]["by_second_of_minute"]["second 15-59"]
-    ratio = large["p99_ms"] / small["p99_ms"] if small.get("n") and large.get("n") else float("nan")
+    ratio = common.ratio(large, small)
+    ratio_quiet = common.ratio(quiet_large, small, default=None)
     result = {
-        "benchmark": "scale",
-        "measures": "fire lag (scheduled second -> script START) of per-second jobs, alone vs among N active jobs",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": common.command_line(),
+        **common.result_head("scale", "fire lag (scheduled second -> script START) of per-second jobs, alone vs "
+                                      "among N active jobs"),
         "measured": args.measured, "total": args.total, "seconds": args.seconds,
         "mix": {"every minute '* * * * *'": args.every_minute,
                 "hourly 'M * * * *'": (args.total - args.measured - args.every_minute + 1) // 2,
@@ -275,22 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         "goal": {"p99_10_ms": small.get("p99_ms", float("nan")), "p99_5000_ms": large.get("p99_ms", float("nan")),
                  "ratio": ratio, "met": ratio <= 1.5,
                  "p99_5000_quiet_ms": quiet_large.get("p99_ms"),
-                 "ratio_quiet": round(quiet_large["p99_ms"] / small["p99_ms"], 2)
-                 if quiet_large.get("n") and small.get("n") else None},
+                 "ratio_quiet": round(ratio_quiet, 2) if ratio_quiet is not None else None},
         "busy_cores_before_start": quiet,
-        "git": common.git_state(),
-        "machine": common.machine_info(loadavg_at_start),
+        **common.result_tail(loadavg_at_start),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_report(result)
+    common.print_result(result, as_json=args.json, report=print_report)
     return 0 if all(p["lag"].get("n", 0) >= 300 for p in phases) else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    common.run_main(main)

@@ -32,14 +32,12 @@ Running it (from the repository root; services from scripts/ensure-test-services
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import signal
 import socket
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +76,7 @@ def run(env: JobplaneBench, rounds: int) -> list[dict]:
         return processes.start("scheduler", log_name=f"scheduler-{replica}")
 
     try:
-        worker, worker_log = processes.start("worker", WORKER_PROCESSES=1, WORKER_THREADS=2, SANDBOX="bubblewrap")
+        worker, worker_log = common.start_worker(processes, worker_processes=1, worker_threads=2)
         leader, leader_log = start_replica()
         wait_for_log(leader, leader_log, "became the scheduler leader", timeout=30)
         standby, standby_log = start_replica()
@@ -133,16 +131,12 @@ def run(env: JobplaneBench, rounds: int) -> list[dict]:
 
 
 def print_report(result: dict) -> None:
-    m = result["machine"]
-    print("Takeover: SIGKILL of the scheduler leader -> the standby's first fire (execution created_at)")
-    print(f"  date          {result['date']}")
-    print(f"  command       {result['command']}")
-    print(f"  machine       nproc={m['nproc']}  cpu={m['cpu_model']}  kernel={m['kernel']}  python={m['python']}  "
-          f"loadavg start/end={m['loadavg_at_start']}/{m['loadavg_at_end']}")
+    common.print_report_head("Takeover: SIGKILL of the scheduler leader -> the standby's first fire (execution "
+                             "created_at)", result, bubblewrap=False)
     print(f"  other load    {result['busy_cores_before_start']} cores busy before the start; "
           f"{result['cpu']['other_cores_avg']} on average during the run")
     print(f"  repeated      {result['discarded_attempts']} attempt(s) discarded because Redis/PostgreSQL restarted")
-    print(f"  code          commit {result['git']['commit']} (+{result['git']['app_modified_files']} modified files in app/)")
+    common.print_code(result)
     print("  setup         2 scheduler replicas (standby poll 0.25 s, lock check 1 s), 1 job '* * * * * *', "
           "1 worker (1x2)")
     print()
@@ -158,16 +152,14 @@ def print_report(result: dict) -> None:
     print()
     print(f"  kill -> standby's first fire: p50 {s['p50_s']:.3f} s, max {s['max_s']:.3f} s (n={s['n']})")
     print(f"  kill -> standby holds the lock: p50 {lk['p50_s']:.3f} s, max {lk['max_s']:.3f} s")
-    print(f"  goal: max <= 2 s -> {'MET' if result['goal']['met'] else 'NOT MET'}")
+    common.print_goal("max <= 2 s", result["goal"]["met"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--quiet-wait", type=float, default=120,
-                        help="wait at most this long for other programs to leave the CPU idle (default 120 s)")
-    parser.add_argument("--json", action="store_true")
+    common.add_quiet_wait_option(parser)
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
     if not 5 <= args.rounds <= 50:
         parser.error("--rounds must be 5..50")
@@ -181,7 +173,6 @@ def _stats(values: list[float]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, common.on_sigterm)
     random.seed(7)
     loadavg_at_start = common.loadavg()
     env = JobplaneBench()
@@ -190,34 +181,22 @@ def main(argv: list[str] | None = None) -> int:
         env.job_ids = create_jobs(env.app, 1, prefix="takeover", concurrency_policy="allow")
         quiet = common.wait_for_quiet(args.quiet_wait)
         monitor = common.CpuMonitor().start()
-        rounds, discarded = common.undisturbed(lambda: run(env, args.rounds), what="takeover rounds",
-                                               database_url=env.database_url, redis_url=env.redis_url)
+        rounds, discarded = env.undisturbed(lambda: run(env, args.rounds), what="takeover rounds")
         cpu = monitor.stop()
     finally:
         env.close()
     takeover = _stats([r["takeover_s"] for r in rounds])
     lock = _stats([r["lock_taken_s"] for r in rounds if r["lock_taken_s"] is not None])
     result = {
-        "benchmark": "takeover",
-        "measures": "SIGKILL of the leader -> created_at of the standby's first execution",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": common.command_line(),
+        **common.result_head("takeover", "SIGKILL of the leader -> created_at of the standby's first execution"),
         "rounds": rounds, "takeover": takeover, "lock_taken": lock,
         "goal": {"max_s": takeover["max_s"], "met": takeover["max_s"] <= 2.0},
         "busy_cores_before_start": quiet, "cpu": cpu, "discarded_attempts": discarded,
-        "git": common.git_state(),
-        "machine": common.machine_info(loadavg_at_start),
+        **common.result_tail(loadavg_at_start),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_report(result)
+    common.print_result(result, as_json=args.json, report=print_report)
     return 0 if len(rounds) == args.rounds else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    common.run_main(main)

@@ -52,19 +52,16 @@ Running it (from the repository root; services from scripts/ensure-test-services
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import signal
 import sys
 import time
-from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
-from common import ADMIN_TOKEN, BENCH_DATABASE, log  # noqa: E402
-from concurrency import REDIS_DB, Disturbed, Environment, wait_ready  # noqa: E402
+from common import ADMIN_HEADERS, BENCH_DATABASE, log, wait_for_log  # noqa: E402
+from process_trees import REDIS_DB, Disturbed, TreeBench  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 WORKER_THREADS = 8
@@ -99,14 +96,15 @@ def wait_until(predicate, timeout: float, interval: float, what: str):
         time.sleep(interval)
 
 
-def start_worker(env: Environment, name: str, processes: int):
-    worker, path = env.start("worker", name, WORKER_PROCESSES=processes, WORKER_THREADS=WORKER_THREADS,
-                             SANDBOX="bubblewrap")
-    wait_ready(worker, path, "is ready for action", processes, timeout=90)
+def start_worker(env: TreeBench, name: str, processes: int):
+    """A worker (``processes`` x WORKER_THREADS) logging to ``name``.log, once every process is ready."""
+    worker, path = common.start_worker(env.procs, worker_processes=processes, worker_threads=WORKER_THREADS,
+                                       log_name=name)
+    wait_for_log(worker, path, "is ready for action", timeout=90, count=processes)
     return worker
 
 
-def one_kill(env: Environment, job_id: str, index: int, args: argparse.Namespace, rng: random.Random) -> dict:
+def one_kill(env: TreeBench, job_id: str, index: int, args: argparse.Namespace, rng: random.Random) -> dict:
     """One kill: a worker runs the job, is SIGKILLed mid-run; a new worker runs the retry."""
     record: dict = {"index": index}
     workers = []
@@ -122,13 +120,12 @@ def one_kill(env: Environment, job_id: str, index: int, args: argparse.Namespace
     return record
 
 
-def _kill_and_recover(env: Environment, job_id: str, index: int, args: argparse.Namespace, rng: random.Random,
+def _kill_and_recover(env: TreeBench, job_id: str, index: int, args: argparse.Namespace, rng: random.Random,
                       record: dict, workers: list) -> None:
     client = env.app.test_client()
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     worker = start_worker(env, f"worker-{index:02d}-killed", args.processes)
     workers.append(worker)
-    response = client.post(f"/api/v1/jobs/{job_id}/run", headers=headers)
+    response = client.post(f"/api/v1/jobs/{job_id}/run", headers=ADMIN_HEADERS)
     if response.status_code != 202:
         raise RuntimeError(f"run refused: HTTP {response.status_code} {response.get_data(True)}")
     execution_id = record["execution_id"] = response.json["id"]
@@ -180,10 +177,9 @@ def _kill_and_recover(env: Environment, job_id: str, index: int, args: argparse.
 def run(args: argparse.Namespace) -> dict:
     settings = {"HEARTBEAT_STALE_SECONDS": args.stale_seconds, "SWEEP_INTERVAL_SECONDS": args.sweep_seconds,
                 "HEARTBEAT_SECONDS": args.heartbeat_seconds}
-    env = Environment("worker-kills", wait_db=args.wait_db, **settings)
+    env = TreeBench("worker-kills", wait_db=args.wait_db, **settings)
     rng = random.Random(args.seed)
-    result: dict = {"benchmark": "worker_kills", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "command": common.command_line(), "kills_requested": args.kills, "seed": args.seed,
+    result: dict = {**common.result_head("worker_kills"), "kills_requested": args.kills, "seed": args.seed,
                     "settings": {**settings, "WORKER_PROCESSES": args.processes, "WORKER_THREADS": WORKER_THREADS,
                                  "SANDBOX": "bubblewrap", "redis_db": REDIS_DB,
                                  "database": BENCH_DATABASE},
@@ -192,8 +188,7 @@ def run(args: argparse.Namespace) -> dict:
     loadavg_at_start = common.loadavg()
     started = time.monotonic()
     try:
-        scheduler, scheduler_log = env.start("scheduler", "scheduler")
-        wait_ready(scheduler, scheduler_log, "became the scheduler leader", 1, timeout=60)
+        scheduler, _ = common.start_leader(env.procs, timeout=60)
         job_id = common.create_jobs(env.app, 1, prefix="victim", schedule=None, script=f"sleep {RUN_SECONDS}\n",
                                     max_retries=1, retry_delay_seconds=0, concurrency_policy="allow")[0]
         for index in range(1, args.kills + 1):
@@ -263,12 +258,8 @@ def summarise(result: dict) -> dict:
 
 
 def print_report(r: dict) -> None:
-    s, m, st = r["summary"], r["machine"], r["settings"]
-    print("Worker kills: SIGKILL of `jobplane worker` mid-run, detection and retry")
-    print(f"  date      {r['date']}")
-    print(f"  command   {r['command']}")
-    print(f"  machine   nproc={m['nproc']}  cpu={m['cpu_model']}  kernel={m['kernel']}  python={m['python']}  "
-          f"{m['bubblewrap']}  loadavg start/end={m['loadavg_at_start']}/{m['loadavg_at_end']}")
+    s, st = r["summary"], r["settings"]
+    common.print_report_head("Worker kills: SIGKILL of `jobplane worker` mid-run, detection and retry", r, width=10)
     print(f"  setup     HEARTBEAT_SECONDS={st['HEARTBEAT_SECONDS']}  HEARTBEAT_STALE_SECONDS="
           f"{st['HEARTBEAT_STALE_SECONDS']}  SWEEP_INTERVAL_SECONDS={st['SWEEP_INTERVAL_SECONDS']}; workers "
           f"{st['WORKER_PROCESSES']} x {st['WORKER_THREADS']} threads; job 'sleep {RUN_SECONDS}', max_retries 1, "
@@ -308,8 +299,7 @@ def print_report(r: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--kills", type=int, default=20, help="worker kills (default 20)")
     parser.add_argument("--stale-seconds", type=float, default=30.0,
                         help="JOBPLANE_HEARTBEAT_STALE_SECONDS (default 30, the production default)")
@@ -317,9 +307,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heartbeat-seconds", type=float, default=2.0, help="JOBPLANE_HEARTBEAT_SECONDS (2)")
     parser.add_argument("--processes", type=int, default=2, help="JOBPLANE_WORKER_PROCESSES (default 2)")
     parser.add_argument("--seed", type=int, default=20261128, help="seed of the kill offsets")
-    parser.add_argument("--wait-db", type=float, default=900,
-                        help=f"longest wait for {BENCH_DATABASE} to be free of other clients (default 900 s)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    common.add_wait_db_option(parser)
+    common.add_json_option(parser, help="print the result as JSON")
     args = parser.parse_args(argv)
     if args.kills < 1:
         parser.error("--kills must be at least 1")
@@ -329,12 +318,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     common.set_bench_name("worker_kills")
-    signal.signal(signal.SIGTERM, common.on_sigterm)
     result = run(args)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_report(result)
+    common.print_result(result, as_json=args.json, report=print_report)
     s = result["summary"]
     ok = (s["kills"] == args.kills and s["lost"] == s["kills"] and s["within_goal"] == s["kills"]
           and s["retries_succeeded"] == s["kills"] and s["stuck"] == 0)
@@ -342,8 +327,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    common.run_main(main)
