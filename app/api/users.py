@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -32,7 +33,8 @@ class Users(MethodView):
     @blp.response(201, UserSchema)
     def post(self, data):
         """Create a user with a role, ahead of their first sign-in (admin)."""
-        return users.create_user(actor=current_actor(), **data)
+        issuer = current_app.config.get("OIDC_ISSUER")
+        return users.create_user(actor=current_actor(), oidc_issuer=issuer.rstrip("/") if issuer else None, **data)
 
 
 @blp.route("/users/<uuid:user_id>")

@@ -42,6 +42,8 @@ def create_user(*, actor: Actor, email: str, role: str, team_id: UUID | None = N
         errors["team_id"] = f"no team {team_id}; create it first (POST /api/v1/teams)"
     if oidc_subject is not None and (not isinstance(oidc_subject, str) or not 0 < len(oidc_subject) <= 255):
         errors["oidc_subject"] = "must be the identity provider's subject (sub claim), 1 to 255 characters"
+    elif oidc_subject is not None and not oidc_issuer:  # sign-in matches (issuer, subject): it would never match
+        errors["oidc_subject"] = "single sign-on is not configured (JOBPLANE_OIDC_ISSUER): no identity to link to"
     if errors:
         raise InvalidInput(errors)
     user = User(email=email, role=role, team_id=team_id, display_name=display_name, is_active=True,

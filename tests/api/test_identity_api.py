@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 
 from app.extensions import db
 from app.models import ApiToken, AuditLog, Execution, Job, Team, User
-from app.services import api_tokens, users
+from app.services import api_tokens, identity, users
 from app.services.actors import SYSTEM
 
 JOB = {"name": "nightly-export", "job_type": "bash", "script": "echo hi", "schedule": None}
@@ -202,6 +202,28 @@ def test_users_see_themselves_but_not_the_user_list(client, people):
                        headers=alice["headers"]).status_code == 403
     assert client.patch(f"/api/v1/users/{alice['id']}", json={"role": "admin"},
                         headers=alice["headers"]).status_code == 403
+
+
+def test_a_user_linked_to_a_single_sign_on_subject_is_found_by_the_configured_issuer(app, client, admin):
+    # Given single sign-on (the issuer as configured, with a trailing slash)
+    app.config["OIDC_ISSUER"] = "https://login.example.com/tenant/v2.0/"
+    # When an admin creates a pipeline's user linked to its service principal's subject
+    response = client.post("/api/v1/users", json={"email": "pipeline@example.com", "role": "job_creator",
+                                                  "oidc_subject": "spn-0042"}, headers=admin)
+    assert response.status_code == 201, response.json
+    # Then an access token for that subject (with no email in it) maps to that user
+    with app.app_context():
+        found = identity.user_for_claims("https://login.example.com/tenant/v2.0", {"sub": "spn-0042"}, create=False)
+        assert str(found.id) == response.json["id"]
+
+
+def test_a_subject_cannot_be_linked_without_single_sign_on(app, client, admin):
+    before = count(app, User)
+    response = client.post("/api/v1/users", json={"email": "pipeline@example.com", "role": "job_creator",
+                                                  "oidc_subject": "spn-0042"}, headers=admin)
+    assert response.status_code == 422
+    assert "JOBPLANE_OIDC_ISSUER" in response.json["errors"]["json"]["oidc_subject"][0]
+    assert count(app, User) == before
 
 
 # --- teams --------------------------------------------------------------------------------------
