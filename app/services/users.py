@@ -116,9 +116,11 @@ def update_user(*, actor: Actor, user_id: UUID, changes: dict[str, Any]) -> User
 
 
 def require_another_admin(user: User) -> None:
-    others = db.session.scalar(select(func.count()).select_from(User).where(
-        User.role == "admin", User.is_active.is_(True), User.id != user.id))
-    if not others:
+    # every active admin is locked, in one order: two admins demoting each other at once are
+    # serialized, and the second sees the first's change
+    admins = db.session.scalars(select(User.id).where(User.role == "admin", User.is_active.is_(True))
+                                .order_by(User.id).with_for_update()).all()
+    if not [admin_id for admin_id in admins if admin_id != user.id]:
         raise Conflict("this is the last active admin; make another user admin first")
 
 

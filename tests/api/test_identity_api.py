@@ -6,11 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from app.extensions import db
 from app.models import ApiToken, AuditLog, Execution, Job, Team, User
@@ -179,6 +180,48 @@ def test_with_a_second_admin_the_first_may_step_down(app, client, admin, people)
     # And now Vera is the last admin
     assert client.patch(f"/api/v1/users/{people['vera']['id']}", json={"role": "team_viewer"},
                         headers=people["vera"]["headers"]).status_code == 409
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, client, admin, people):
+    # Given two admins
+    vera = people["vera"]
+    assert client.patch(f"/api/v1/users/{vera['id']}", json={"role": "admin"}, headers=admin).status_code == 200
+    # When each demotes the other at the same moment: the first pauses right after its check
+    # that another admin remains, until the second has finished (or 2 s have passed)
+    engine = app.extensions["jobplane_db"].engine
+    first_checked, second_done = threading.Event(), threading.Event()
+    outcomes: dict[str, int] = {}
+
+    def pause_first(_conn, _cursor, statement, _params, _context, _many):
+        if threading.current_thread().name == "first" and "FROM users" in statement \
+                and "users.role = " in statement and not first_checked.is_set():
+            first_checked.set()
+            second_done.wait(timeout=2)
+
+    def demote(target: str, headers: dict) -> None:
+        response = app.test_client().patch(f"/api/v1/users/{target}", json={"role": "job_creator"},
+                                           headers=headers)
+        outcomes[threading.current_thread().name] = response.status_code
+
+    def second() -> None:
+        first_checked.wait(timeout=10)
+        demote(people["admin"]["id"], vera["headers"])
+        second_done.set()
+
+    event.listen(engine, "after_cursor_execute", pause_first)
+    try:
+        threads = [threading.Thread(target=demote, args=(vera["id"], admin), name="first"),
+                   threading.Thread(target=second, name="second")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        event.remove(engine, "after_cursor_execute", pause_first)
+    # Then one of them wins and the other is refused: an active admin remains
+    assert first_checked.is_set()
+    assert sorted(outcomes.values()) == [200, 409], outcomes
+    assert count(app, User, User.role == "admin", User.is_active.is_(True)) == 1
 
 
 def test_a_disabled_users_token_is_refused_at_once_and_works_again_when_enabled(app, client, admin, people):
