@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from app import create_app
 from app.extensions import db
+from app.migrate import upgrade
 from app.models import ApiToken, AuditChainHead, AuditLog, Execution, Job, Team, User
 from app.services import api_tokens, audit, audit_chain, audit_trail, jobs, privacy, users
 from app.services.actors import SYSTEM, Actor
@@ -505,3 +508,71 @@ def test_a_commit_that_fails_leaves_no_row_and_the_chain_continues(app):
     rows, _ = chain(app)
     assert [r.action for r in rows] == ["retried"] and rows[0].prev_hash == head_before.last_hash
     assert verify(app).ok
+
+
+# --- rows written before the chain existed ------------------------------------------------------
+
+@pytest.fixture
+def scratch_database(database_url):
+    """An empty PostgreSQL database of its own, dropped afterwards."""
+    name = f"jobplane_scratch_{uuid.uuid4().hex[:12]}"
+    server = create_engine(database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield database_url.rsplit("/", 1)[0] + "/" + name
+    with server.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_the_migration_chains_rows_written_before_it(request, tmp_path, settings, dialect):
+    # Given a database at revision 0004 with audit rows (personal data, JSON, microseconds, unicode)
+    url = request.getfixturevalue("scratch_database") if dialect == "postgresql" \
+        else f"sqlite:///{tmp_path / 'standalone.db'}"
+    upgrade(url, "0004")
+    engine = create_engine(url)
+    old_rows = [
+        {"user_id": uuid.uuid4(), "email": "ana@example.com", "ip": "10.0.0.1", "agent": "curl/8",
+         "changes": '{"name": {"old": null, "new": "Zoë’s job"}, "max_retries": {"old": 0, "new": 2.5}}',
+         "created_at": datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)},
+        {"user_id": None, "email": None, "ip": None, "agent": None, "changes": None,
+         "created_at": datetime(2026, 1, 2, 2, 4, 6, tzinfo=timezone.utc)},
+        {"user_id": uuid.uuid4(), "email": "bo@example.com", "ip": None, "agent": None,
+         "changes": '{"status": {"old": "active", "new": "disabled"}}',
+         "created_at": datetime(2026, 1, 3, tzinfo=timezone.utc)},
+    ]
+    with engine.begin() as connection:
+        for n, row in enumerate(old_rows):
+            if dialect == "postgresql":
+                values = {**row, "user_id": str(row["user_id"]) if row["user_id"] else None}
+                insert = ("INSERT INTO audit_logs (user_id, email, action, resource_type, resource_id, changes, "
+                          "ip_address, user_agent, request_id, created_at) VALUES (CAST(:user_id AS uuid), :email, "
+                          "'job_created', 'job', :rid, CAST(:changes AS jsonb), :ip, :agent, NULL, :created_at)")
+            else:  # as SQLAlchemy stores them there: hex ids, naive UTC times, JSON as text
+                values = {**row, "user_id": row["user_id"].hex if row["user_id"] else None,
+                          "created_at": row["created_at"].replace(tzinfo=None).isoformat(sep=" ")}
+                insert = ("INSERT INTO audit_logs (user_id, email, action, resource_type, resource_id, changes, "
+                          "ip_address, user_agent, request_id, created_at) VALUES (:user_id, :email, "
+                          "'job_created', 'job', :rid, :changes, :ip, :agent, NULL, :created_at)")
+            connection.execute(text(insert), {**values, "rid": str(n)})
+    engine.dispose()
+    # When the database is upgraded to the chained schema
+    upgrade(url)
+    # Then the old rows verify, and new rows chain on after them
+    application = create_app({**settings, "DATABASE_URL": url})
+    try:
+        with application.app_context():
+            result = audit_chain.verify(db.session)
+            assert result.ok, result.problem
+            assert result.checked == 3
+            audit.record(actor=CLI, action="after_upgrade", resource_type="thing", resource_id=1)
+            db.session.commit()
+            result = audit_chain.verify(db.session)
+            assert result.ok and result.checked == 4, result.problem
+            # And the erasure of an old row's personal data keeps it verifiable
+            assert audit_chain.erase_personal_data(db.session, user_id=old_rows[0]["user_id"]) == 1
+            db.session.commit()
+            assert audit_chain.verify(db.session).ok
+    finally:
+        application.extensions["jobplane_db"].engine.dispose()
