@@ -229,7 +229,12 @@ def erase_personal_data(session: Session, *, user_id) -> int:
 
     The rows stay, with the user's id: a random UUID that, once the user is deleted, points at
     nobody.  Returns the number of rows changed.
+
+    The head is locked first, as retention does before it deletes: taken the other way round,
+    the two would deadlock on the rows they share.  It is held until the transaction ends, so
+    call this last.
     """
+    _lock_head(session)
     _allow(session, "audit_erase")
     result = session.execute(
         update(AuditLog).where(AuditLog.user_id == user_id)

@@ -84,11 +84,13 @@ def delete_user(*, actor: Actor, user_id: UUID) -> dict[str, int]:
     for job_id in job_ids:
         secrets.forget_job_secrets(job_id=job_id)
         announce_job_change(job_id)  # the scheduler drops it; a running run loses its claim
-    erased = audit_chain.erase_personal_data(db.session, user_id=user.id)
-    summary = {"jobs": len(job_ids), "executions": execution_count, "audit_rows_pseudonymized": erased}
-    audit.record(actor=actor, action="user_deleted", resource_type="user", resource_id=user.id,
-                 changes={key: {"old": value, "new": 0} for key, value in summary.items()})
-    audit_chain.erase_pending(db.session, user_id=user.id)  # when they deleted themself
+    user_id = user.id
     db.session.delete(user)  # the database cascades to jobs, executions, logs and tokens
     db.session.flush()
+    # last: the erasure holds the audit chain's head (every audit writer waits) until the commit
+    erased = audit_chain.erase_personal_data(db.session, user_id=user_id)
+    summary = {"jobs": len(job_ids), "executions": execution_count, "audit_rows_pseudonymized": erased}
+    audit.record(actor=actor, action="user_deleted", resource_type="user", resource_id=user_id,
+                 changes={key: {"old": value, "new": 0} for key, value in summary.items()})
+    audit_chain.erase_pending(db.session, user_id=user_id)  # when they deleted themself
     return summary

@@ -576,3 +576,43 @@ def test_the_migration_chains_rows_written_before_it(request, tmp_path, settings
             assert audit_chain.verify(db.session).ok
     finally:
         application.extensions["jobplane_db"].engine.dispose()
+
+
+def test_erasure_and_retention_at_the_same_time_do_not_deadlock(app, raw):
+    # Given old rows about a user
+    target = uuid.uuid4()
+    old = Actor(user=None, label="gone@example.com", ip_address="10.1.1.1", system=True)
+    with app.app_context():
+        for n in range(3):
+            row = audit.record(actor=old, action="thing_done", resource_type="thing", resource_id=n)
+            row.user_id, row.created_at = target, datetime.now(timezone.utc) - timedelta(days=30)
+        db.session.commit()
+    write(app, 1)
+    # When their personal data is being erased (not yet committed) while retention starts pruning
+    pruned, failures = [], []
+
+    def prune() -> None:
+        try:
+            with app.app_context():
+                pruned.append(audit_chain.prune(db.session, retention_days=7))
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    with app.app_context():
+        erased = audit_chain.erase_personal_data(db.session, user_id=target)
+        audit.record(actor=CLI, action="user_deleted", resource_type="user", resource_id=target)
+        pruner = threading.Thread(target=prune)
+        pruner.start()
+        with raw.connect() as watcher:  # until the pruner waits for a lock (or 3 s)
+            for _ in range(30):
+                if watcher.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                        "AND datname = current_database()")).scalar():
+                    break
+                threading.Event().wait(0.1)
+        db.session.commit()
+    pruner.join(timeout=30)
+    # Then both finish: the erasure first, then the pruning of the (erased) old rows
+    assert not failures, failures
+    assert erased == 3 and pruned == [3]
+    assert [r.action for r in chain(app)[0]] == ["thing_done", "user_deleted"]
+    assert verify(app).ok
