@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -608,7 +609,7 @@ def test_erasure_and_retention_at_the_same_time_do_not_deadlock(app, raw):
                 if watcher.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                         "AND datname = current_database()")).scalar():
                     break
-                threading.Event().wait(0.1)
+                time.sleep(0.1)
         db.session.commit()
     pruner.join(timeout=30)
     # Then both finish: the erasure first, then the pruning of the (erased) old rows
