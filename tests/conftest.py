@@ -14,7 +14,9 @@ from app import create_app
 from app.extensions import db
 from app.migrate import upgrade
 from app.services import users
+from tests.browser import browser, page  # noqa: F401  (fixtures: one Chromium per session)
 from tests.helpers import ProcessGroup
+from tests.oidc import oidc_provider  # noqa: F401  (fixture: one OIDC provider per session)
 
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL",
                               "postgresql+psycopg2://jobplane:jobplane@127.0.0.1:5432/jobplane_test")
@@ -69,10 +71,11 @@ def app(settings):
 def _empty_database(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("SET LOCAL jobplane.audit_prune = 'on'"))  # the audit log is append-only
-        connection.execute(text(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE"))
+        # the chain's head first, as every audit writer does, so a writer still committing finishes first
         connection.execute(text("UPDATE audit_chain_head SET last_id = 0, last_hash = '', anchor_id = 0, "
                                 "anchor_hash = ''"))
+        connection.execute(text("SET LOCAL jobplane.audit_prune = 'on'"))  # the audit log is append-only
+        connection.execute(text(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE"))
     engine.dispose()
 
 

@@ -15,8 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from tests.browser import browser, page  # noqa: F401  (fixtures)
-from tests.oidc import OidcProvider, oidc_provider  # noqa: F401  (fixture)
+from tests.oidc import OidcProvider
 
 with warnings.catch_warnings():  # see tests/oidc.py
     from authlib.deprecate import AuthlibDeprecationWarning

@@ -14,7 +14,7 @@ from app import create_app
 from app.extensions import db
 from app.services import users
 from app.services.actors import SYSTEM
-from tests.oidc import OidcProvider, oidc_provider  # noqa: F401  (fixture)
+from tests.oidc import OidcProvider
 
 
 def _app(settings, provider):

@@ -9,9 +9,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
-from tests.browser import browser, page  # noqa: F401  (fixtures)
 from tests.conftest import _empty_database
-from tests.oidc import oidc_provider  # noqa: F401  (fixture)
 
 
 class LiveServer:
