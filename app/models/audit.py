@@ -39,7 +39,8 @@ class AuditLog(Base):
     user_agent: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    #: SHA-256 of (email, ip_address, user_agent) as written
+    #: SHA-256 of (pii_salt, email, ip_address, user_agent) as written; the salt is erased with them
+    pii_salt: Mapped[str | None] = mapped_column(String(32))
     pii_digest: Mapped[str] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     row_hash: Mapped[str] = mapped_column(String(64))

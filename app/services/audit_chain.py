@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -28,12 +29,18 @@ _PENDING = "jobplane_audit_pending"
 _HEAD_ID = 1
 
 
-def pii_digest(email: str | None, ip_address: str | None, user_agent: str | None) -> str:
-    return hashlib.sha256(json.dumps([email, ip_address, user_agent]).encode()).hexdigest()
+def pii_digest(salt: str | None, email: str | None, ip_address: str | None, user_agent: str | None) -> str:
+    """SHA-256 of a row's personal data with the row's own random salt, which the erasure blanks
+    too: once erased, the digest cannot be matched against a guessed email and address."""
+    return hashlib.sha256(json.dumps([salt, email, ip_address, user_agent]).encode()).hexdigest()
+
+
+def new_salt() -> str:
+    return secrets.token_hex(16)
 
 
 #: the digest of a row with no personal data at all
-EMPTY_PII_DIGEST = pii_digest(None, None, None)
+EMPTY_PII_DIGEST = pii_digest(None, None, None, None)
 
 
 def row_hash(row: Mapping[str, Any]) -> str:
@@ -68,7 +75,8 @@ def _as_mapping(row: AuditLog) -> dict[str, Any]:
 
 def add_pending(session: Session, row: AuditLog) -> None:
     """Queue ``row`` to be chained and inserted when ``session`` commits (dropped on rollback)."""
-    row.pii_digest = pii_digest(row.email, row.ip_address, row.user_agent)
+    row.pii_salt = new_salt()
+    row.pii_digest = pii_digest(row.pii_salt, row.email, row.ip_address, row.user_agent)
     # begin the transaction now if no SQL has yet: a rollback only ends (and drops) a begun one
     session.connection()
     session.info.setdefault(_PENDING, []).append(row)
@@ -148,8 +156,8 @@ def verify(session: Session, *, batch_size: int = 2000) -> Verification:
                 where = f"after row {previous_id}" if previous_id else "at the start of the log"
                 return Verification(checked, f"row {row.id} does not follow the row before it: a row {where} "
                                              f"is missing, or row {row.id}'s link was edited", row.id)
-            erased = row.email is None and row.ip_address is None and row.user_agent is None
-            if not erased and pii_digest(row.email, row.ip_address, row.user_agent) != row.pii_digest:
+            erased = (row.email, row.ip_address, row.user_agent, row.pii_salt) == (None, None, None, None)
+            if not erased and pii_digest(row.pii_salt, row.email, row.ip_address, row.user_agent) != row.pii_digest:
                 return Verification(checked, f"row {row.id} was edited (its email, IP address or user agent)",
                                     row.id)
             if row_hash(_as_mapping(row)) != row.row_hash:
@@ -220,12 +228,12 @@ def erase_pending(session: Session, *, user_id) -> None:
     transaction has queued but not yet written (a user who deletes themself)."""
     for row in session.info.get(_PENDING, []):
         if row.user_id == user_id:
-            row.email = row.ip_address = row.user_agent = None
+            row.email = row.ip_address = row.user_agent = row.pii_salt = None
             row.pii_digest = EMPTY_PII_DIGEST
 
 
 def erase_personal_data(session: Session, *, user_id) -> int:
-    """Blank the email, IP address and user agent of every row about ``user_id`` (GDPR erasure).
+    """Blank the email, IP address, user agent and salt of every row about ``user_id`` (GDPR erasure).
 
     The rows stay, with the user's id: a random UUID that, once the user is deleted, points at
     nobody.  Returns the number of rows changed.
@@ -239,6 +247,6 @@ def erase_personal_data(session: Session, *, user_id) -> int:
     result = session.execute(
         update(AuditLog).where(AuditLog.user_id == user_id)
         .where((AuditLog.email.is_not(None)) | (AuditLog.ip_address.is_not(None))
-               | (AuditLog.user_agent.is_not(None)))
-        .values(email=None, ip_address=None, user_agent=None).execution_options(synchronize_session=False))
+               | (AuditLog.user_agent.is_not(None)) | (AuditLog.pii_salt.is_not(None)))
+        .values(email=None, ip_address=None, user_agent=None, pii_salt=None).execution_options(synchronize_session=False))
     return result.rowcount

@@ -43,7 +43,7 @@ def export_user(*, actor: Actor, user_id: UUID) -> dict[str, Any]:
         "api_tokens": [_columns(token, exclude=("token_hash",)) for token in tokens],
         "jobs": [_masked(_columns(job)) for job in jobs],
         "executions": [_columns(execution, exclude=("claim_token",)) for execution in executions],
-        "audit_logs": [_masked_changes(_columns(row, exclude=("pii_digest", "prev_hash", "row_hash")))
+        "audit_logs": [_masked_changes(_columns(row, exclude=("pii_salt", "pii_digest", "prev_hash", "row_hash")))
                        for row in trail],
     }
 

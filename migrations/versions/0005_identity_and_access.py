@@ -31,7 +31,7 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP = 'UPDATE' AND current_setting('jobplane.audit_erase', true) = 'on'
-       AND NEW.email IS NULL AND NEW.ip_address IS NULL AND NEW.user_agent IS NULL
+       AND NEW.email IS NULL AND NEW.ip_address IS NULL AND NEW.user_agent IS NULL AND NEW.pii_salt IS NULL
        AND (NEW.id, NEW.user_id, NEW.action, NEW.resource_type, NEW.resource_id, NEW.changes::text,
             NEW.request_id, NEW.created_at, NEW.pii_digest, NEW.prev_hash, NEW.row_hash)
            IS NOT DISTINCT FROM
@@ -72,6 +72,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_chain_head')),
     )
     with op.batch_alter_table('audit_logs') as batch:
+        batch.add_column(sa.Column('pii_salt', sa.String(32), nullable=True))
         for column in ('pii_digest', 'prev_hash', 'row_hash'):
             batch.add_column(sa.Column(column, sa.String(64), nullable=False, server_default=''))
     with op.batch_alter_table('audit_logs') as batch:
@@ -90,7 +91,7 @@ def upgrade() -> None:
 
 def _chain_existing_rows() -> None:
     """Hash the rows written before the chain existed, in id order, and start the head there."""
-    from app.services.audit_chain import pii_digest, row_hash
+    from app.services.audit_chain import new_salt, pii_digest, row_hash
 
     bind = op.get_bind()
     rows = bind.execute(sa.text("SELECT id, user_id, email, action, resource_type, resource_id, changes, "
@@ -101,10 +102,13 @@ def _chain_existing_rows() -> None:
         if isinstance(values["changes"], str):  # SQLite returns JSON as text here
             import json
             values["changes"] = json.loads(values["changes"])
-        values["pii_digest"] = pii_digest(values["email"], values["ip_address"], values["user_agent"])
+        values["pii_salt"] = new_salt()
+        values["pii_digest"] = pii_digest(values["pii_salt"], values["email"], values["ip_address"],
+                                          values["user_agent"])
         values["prev_hash"] = previous
         values["row_hash"] = row_hash(values)
-        bind.execute(sa.text("UPDATE audit_logs SET pii_digest = :pii_digest, prev_hash = :prev_hash, "
+        bind.execute(sa.text("UPDATE audit_logs SET pii_salt = :pii_salt, pii_digest = :pii_digest, "
+                             "prev_hash = :prev_hash, "
                              "row_hash = :row_hash WHERE id = :id"), values)
         previous, last_id = values["row_hash"], values["id"]
     bind.execute(sa.text("INSERT INTO audit_chain_head (id, last_id, last_hash, anchor_id, anchor_hash) "
@@ -118,7 +122,7 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION jobplane_audit_append_only()")
     op.drop_index('ix_audit_logs_resource', table_name='audit_logs')
     with op.batch_alter_table('audit_logs') as batch:
-        for column in ('row_hash', 'prev_hash', 'pii_digest'):
+        for column in ('row_hash', 'prev_hash', 'pii_digest', 'pii_salt'):
             batch.drop_column(column)
     op.drop_table('audit_chain_head')
     op.drop_index('ix_web_sessions_expires_at', table_name='web_sessions')

@@ -617,3 +617,25 @@ def test_erasure_and_retention_at_the_same_time_do_not_deadlock(app, raw):
     assert erased == 3 and pruned == [3]
     assert [r.action for r in chain(app)[0]] == ["thing_done", "user_deleted"]
     assert verify(app).ok
+
+
+def test_an_erased_row_keeps_no_way_to_test_a_guess_of_its_personal_data(app):
+    # Given rows by a user, with their email, address and browser
+    with app.app_context():
+        user = users.create_user(actor=SYSTEM, email="maya@example.test", role="job_creator")
+        db.session.commit()
+        actor = Actor(user=user, ip_address="10.0.5.42", user_agent="Mozilla/5.0")
+    write(app, 2, actor=actor)
+    rows, _ = chain(app)
+    mine = [row for row in rows if row.user_id == user.id]
+    assert all(audit_chain.pii_digest(row.pii_salt, "maya@example.test", "10.0.5.42", "Mozilla/5.0")
+               == row.pii_digest for row in mine)  # the right guess matches only with the row's salt
+    # When their personal data is erased
+    with app.app_context():
+        audit_chain.erase_personal_data(db.session, user_id=user.id)
+        db.session.commit()
+    # Then the salt went with them, so the right guess can no longer be tested against the digest
+    for row in (r for r in chain(app)[0] if r.user_id == user.id):
+        assert (row.email, row.ip_address, row.user_agent, row.pii_salt) == (None, None, None, None)
+        assert row.pii_digest == next(m.pii_digest for m in mine if m.id == row.id)  # the chain is untouched
+    assert verify(app).ok
