@@ -169,6 +169,28 @@ SETTINGS: tuple[Setting, ...] = (
             "sign-in attempts allowed per client address (Flask-Limiter syntax)"),
     Setting("AUDIT_RETENTION_DAYS", 90, _parse_int,
             "audit rows older than this are pruned by the scheduler leader (the chain stays verifiable)"),
+    Setting("SMTP_HOST", None, _parse_str, "notifications: SMTP relay host (unset = no email notifications)"),
+    Setting("SMTP_PORT", 587, _parse_int, "notifications: SMTP port"),
+    Setting("SMTP_USERNAME", None, _parse_str, "notifications: SMTP user name (unset = no authentication)"),
+    Setting("SMTP_PASSWORD", None, _parse_str, "notifications: SMTP password"),
+    Setting("SMTP_STARTTLS", True, _parse_bool, "notifications: upgrade the SMTP connection with STARTTLS"),
+    Setting("SMTP_FROM", "jobplane@localhost", _parse_str, "notifications: the From address of emails"),
+    Setting("SMTP_TIMEOUT_SECONDS", 10.0, _parse_float, "notifications: connect and send timeout of SMTP"),
+    Setting("NOTIFY_ATTEMPTS", 3, _parse_int,
+            "notifications: attempts of a Slack or webhook delivery before it fails over to email (spec: 3)"),
+    Setting("NOTIFY_RETRY_SECONDS", 120.0, _parse_float,
+            "notifications: delay between delivery attempts (spec: 2 minutes)"),
+    Setting("NOTIFY_EMAIL_KEEP_HOURS", 24.0, _parse_float,
+            "notifications: an email whose relay is down is retried this long before it fails (spec: 24 h)"),
+    Setting("NOTIFY_BREAKER_FAILURES", 5, _parse_int,
+            "notifications: consecutive failures of a channel that open its circuit breaker"),
+    Setting("NOTIFY_BREAKER_SECONDS", 60.0, _parse_float,
+            "notifications: how long an open breaker holds deliveries of its channel back"),
+    Setting("WEBHOOK_ALLOW_HTTP", False, _parse_bool, "notifications: accept http:// webhook URLs (https only by default)"),
+    Setting("WEBHOOK_ALLOWED_HOSTS", None, _parse_str,
+            "notifications: comma-separated hosts webhooks may call (unset = any public host)"),
+    Setting("WEBHOOK_ALLOW_PRIVATE", False, _parse_bool,
+            "notifications: allow webhooks to loopback, private, link-local and metadata addresses"),
     Setting("SECRETS_BACKEND", "database", _choice("database", "azure-keyvault"),
             "where job secret values are kept: database (encrypted with JOBPLANE_SECRET_KEY) or "
             "azure-keyvault (docs/secrets.md)"),
@@ -243,7 +265,7 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
     if not values["PYTHON"]:
         values["PYTHON"] = _default_python()
     for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS",
-                "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS"):
+                "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "NOTIFY_ATTEMPTS", "NOTIFY_BREAKER_FAILURES"):
         if values[key] < 1:
             raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")
     values["SQLALCHEMY_IS_SQLITE"] = values["DATABASE_URL"].startswith("sqlite")

@@ -8,6 +8,7 @@ from app.api import errors
 from app.api.audit import blp as audit_blp
 from app.api.executions import blp as executions_blp
 from app.api.jobs import blp as jobs_blp
+from app.api.notifications import blp as notifications_blp
 from app.api.schedules import blp as schedules_blp
 from app.api.secrets import blp as secrets_blp
 from app.api.teams import blp as teams_blp
@@ -29,6 +30,7 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(executions_blp)
     api.register_blueprint(schedules_blp)
     api.register_blueprint(secrets_blp)
+    api.register_blueprint(notifications_blp)
     api.register_blueprint(users_blp)
     api.register_blueprint(teams_blp)
     api.register_blueprint(tokens_blp)

@@ -6,9 +6,9 @@ timezones, limits) live in the services, so the CLI and UI obey them too.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from marshmallow import Schema, fields
+
+from app.services.masking import masked_url
 
 
 class JobCreateSchema(Schema):
@@ -59,7 +59,13 @@ class JobCreateSchema(Schema):
     max_processes = fields.Integer(strict=True)
     concurrent_allowed = fields.Boolean()
     notification_emails = fields.List(fields.String())
-    notification_slack_webhook = fields.String(allow_none=True)
+    notification_slack_webhook = fields.String(allow_none=True, metadata={
+        "description": "Slack incoming webhook (https; stored encrypted)"})
+    notification_webhook_url = fields.String(allow_none=True, metadata={
+        "description": "a generic webhook: JSON signed with HMAC-SHA256 (X-Jobplane-Signature)"})
+    notify_on = fields.List(fields.String(), metadata={
+        "description": "events that notify: job_failed, job_timeout, job_lost, job_recovered (the default) "
+                       "and job_succeeded"})
     env = fields.Dict(keys=fields.String(), values=fields.String())
 
 
@@ -102,17 +108,19 @@ class JobSchema(Schema):
     notification_emails = fields.List(fields.String())
     notification_slack_webhook = fields.Method("_masked_webhook", allow_none=True, metadata={
         "description": "masked: a webhook URL is a credential", "type": "string"})
+    notification_webhook_url = fields.Method("_masked_generic_webhook", allow_none=True, metadata={
+        "description": "masked: a webhook URL is a credential", "type": "string"})
+    notify_on = fields.List(fields.String())
     env = fields.Dict(keys=fields.String(), values=fields.String())
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
     version = fields.Integer()
 
     def _masked_webhook(self, job) -> str | None:
-        url = job.notification_slack_webhook
-        if not url:
-            return None
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.netloc}/****{url[-4:]}"
+        return masked_url(job.notification_slack_webhook)
+
+    def _masked_generic_webhook(self, job) -> str | None:
+        return masked_url(job.notification_webhook_url)
 
 
 class ExecutionSchema(Schema):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
+from sqlalchemy import JSON, DateTime, MetaData, Text, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase
 
@@ -58,3 +58,44 @@ def utcnow() -> datetime:
 
 def new_id() -> uuid.UUID:
     return uuid.uuid4()
+
+
+class EncryptedText(TypeDecorator):
+    """Text encrypted at rest with ``JOBPLANE_SECRET_KEY`` (Fernet; earlier keys from
+    ``JOBPLANE_SECRET_KEY_PREVIOUS`` still decrypt), for credentials such as webhook URLs.
+
+    Values are read and written inside an app context, whose settings hold the keys.  A value
+    no key decrypts reads as None, and says so in the log.
+    """
+
+    impl = Text
+    cache_ok = True
+    PREFIX = "enc1:"
+
+    @staticmethod
+    def _keys():
+        from flask import current_app
+
+        from app.secrets.database import keyring
+
+        return keyring(current_app.config)
+
+    def process_bind_param(self, value: str | None, dialect):
+        if value is None:
+            return None
+        return self.PREFIX + self._keys().encrypt(value.encode()).decode()
+
+    def process_result_value(self, value: str | None, dialect):
+        if value is None or not value.startswith(self.PREFIX):
+            return value
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return self._keys().decrypt(value[len(self.PREFIX):].encode()).decode()
+        except InvalidToken:
+            import logging
+
+            logging.getLogger(__name__).error(
+                "an encrypted value cannot be decrypted with JOBPLANE_SECRET_KEY nor any previous key; "
+                "add the former key to JOBPLANE_SECRET_KEY_PREVIOUS")
+            return None

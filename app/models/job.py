@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import Base, EncryptedText, JSONType, UTCDateTime, new_id, utcnow
+from app.models.notification import DEFAULT_EVENTS
 
 JOB_TYPES = ("python", "bash")
 #: ``disabled`` is a paused job: it fires nothing until resumed.
@@ -84,7 +85,12 @@ class Job(Base):
     concurrent_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(50), default="active")
     notification_emails: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    notification_slack_webhook: Mapped[str | None] = mapped_column(Text)
+    #: encrypted at rest with JOBPLANE_SECRET_KEY: a webhook URL is a credential (spec §7.4)
+    notification_slack_webhook: Mapped[str | None] = mapped_column(EncryptedText)
+    #: a generic webhook: JSON, signed with HMAC-SHA256 (encrypted at rest too)
+    notification_webhook_url: Mapped[str | None] = mapped_column(EncryptedText)
+    #: events that notify (app.models.notification.EVENTS)
+    notify_on: Mapped[list[str]] = mapped_column(JSONType, default=lambda: list(DEFAULT_EVENTS))
     #: environment variables given to every run (names → values, not secret)
     env: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,7 +17,7 @@ from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.leader import LeaderLock
 from app.scheduler.listener import JobChangeListener
-from app.services import audit_trail, sweeper
+from app.services import audit_trail, notifications, sweeper
 from app.services.actors import SYSTEM
 from app.services.scheduler_signal import add_listener
 
@@ -152,6 +152,9 @@ class SchedulerService:
                     older_than=timedelta(seconds=self.config["REQUEUE_AFTER_SECONDS"]))
                 lost = sweeper.mark_stale_running_lost(
                     stale_after=timedelta(seconds=self.config["HEARTBEAT_STALE_SECONDS"]))
+                stranded = notifications.resend_stranded()
+            if stranded:
+                logger.warning("sweeper: re-sent %d stranded notification(s)", stranded)
             if resent or lost:
                 logger.warning("sweeper: re-sent %d queued execution(s), declared %d lost", len(resent), len(lost))
         except Exception:

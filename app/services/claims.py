@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from app.extensions import db
 from app.models import Execution, ExecutionLogChunk, Job
 from app.models.base import utcnow
-from app.services import firing, retries
+from app.services import firing, notifications, retries
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,7 @@ def finish_execution(*, claim: Claim, status: str, exit_code: int | None, error_
         return False
     execution = db.session.get(Execution, claim.execution_id)
     db.session.refresh(execution)
-    retries.schedule_retry(job=db.session.get(Job, execution.job_id), execution=execution, outcome=status,
-                           now=completed_at)
+    job = db.session.get(Job, execution.job_id)
+    if retries.schedule_retry(job=job, execution=execution, outcome=status, now=completed_at) is None:
+        notifications.record_outcome(job=job, execution=execution)  # final: in this same transaction
     return True

@@ -6,9 +6,13 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from flask import current_app
+
 from app.errors import InvalidInput
 from app.models.base import utcnow
 from app.models.job import CONCURRENCY_POLICIES, JOB_TYPES, MISFIRE_POLICIES, RETRYABLE_OUTCOMES
+from app.models.notification import DEFAULT_EVENTS, EVENTS
+from app.notifications.urls import UnsafeUrl, check_shape
 from app.services import schedules
 
 #: Limits that keep one job from filling the database.
@@ -58,6 +62,8 @@ JOB_FIELDS: dict[str, Any] = {
     "concurrent_allowed": None,
     "notification_emails": [],
     "notification_slack_webhook": None,
+    "notification_webhook_url": None,
+    "notify_on": list(DEFAULT_EVENTS),
     "env": {},
 }
 
@@ -89,7 +95,7 @@ def validate_job_fields(values: dict[str, Any]) -> dict[str, Any]:
         errors["job_type"] = f"must be one of {', '.join(JOB_TYPES)}"
 
     for key in ("script", "script_url", "script_ref", "script_path", "schedule",
-                "notification_slack_webhook", "description"):
+                "notification_slack_webhook", "notification_webhook_url", "description"):
         if isinstance(values.get(key), str) and not values[key].strip():
             values[key] = None
     script, script_url = values.get("script"), values.get("script_url")
@@ -142,9 +148,24 @@ def validate_job_fields(values: dict[str, Any]) -> dict[str, Any]:
             errors["notification_emails"] = f"not an email address: {', '.join(map(str, bad[:3]))}"
     values["notification_emails"] = emails
 
-    webhook = values.get("notification_slack_webhook")
-    if webhook is not None and (len(webhook) > MAX_URL or not webhook.startswith(("https://", "http://"))):
-        errors["notification_slack_webhook"] = "must be an https:// URL of a Slack incoming webhook"
+    for key, what in (("notification_slack_webhook", "a Slack incoming webhook"),
+                      ("notification_webhook_url", "your webhook receiver")):
+        url = values.get(key)
+        if url is None:
+            continue
+        if not isinstance(url, str) or len(url) > MAX_URL:
+            errors[key] = f"must be the https:// URL of {what} (at most {MAX_URL} characters)"
+            continue
+        try:
+            check_shape(url, current_app.config)
+        except UnsafeUrl as problem:
+            errors[key] = f"{problem} (the URL of {what})"
+
+    notify_on = values.get("notify_on")
+    if not isinstance(notify_on, list) or any(event not in EVENTS for event in notify_on):
+        errors["notify_on"] = f"must be a list of events among {', '.join(EVENTS)}"
+    else:
+        values["notify_on"] = list(dict.fromkeys(notify_on))
 
     env = values.get("env") or {}
     if not isinstance(env, dict) or len(env) > MAX_ENV_VARS:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID
 
 from flask import current_app
@@ -14,7 +13,7 @@ from app.errors import Forbidden, InvalidInput, NotFound
 from app.extensions import db
 from app.models import Execution, Job
 from app.models.base import utcnow
-from app.services import access, audit, firing
+from app.services import access, audit, firing, masking
 from app.services.actors import Actor
 from app.services.firing import FireResult
 from app.services.job_rules import JOB_FIELDS, validate_job_fields
@@ -48,9 +47,8 @@ def create_job(*, actor: Actor, data: dict[str, Any]) -> Job:
 def _audited_value(field: str, value: Any) -> Any:
     """A field's value as the audit trail keeps it. A Slack webhook URL is a credential, and the
     trail is kept for years and cannot be edited: it records the URL masked, as the API shows it."""
-    if field == "notification_slack_webhook" and value:
-        parts = urlsplit(value)
-        return f"{parts.scheme}://{parts.netloc}/****{value[-4:]}"
+    if field in masking.CREDENTIAL_FIELDS:
+        return masking.masked_url(value)
     return audit.jsonable(value)
 
 

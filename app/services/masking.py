@@ -67,3 +67,17 @@ class SecretMasker:
         cut = max(masked_upto, last)
         result.append(text[last:cut])
         return "".join(result), text[cut:]
+
+
+#: job fields whose values are credentials (webhook URLs): shown, audited and exported masked
+CREDENTIAL_FIELDS = ("notification_slack_webhook", "notification_webhook_url")
+
+
+def masked_url(url: object) -> object:
+    """A credential URL as it may be shown: scheme, host and its last 4 characters."""
+    if not isinstance(url, str) or not url:
+        return url
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/****{url[-4:]}"

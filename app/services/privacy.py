@@ -8,14 +8,13 @@ IP address and user agent blanked (``audit_chain.erase_personal_data``).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID
 
 from sqlalchemy import func, inspect, select
 
 from app.extensions import db
 from app.models import ApiToken, AuditLog, Execution, Job, Team, User
-from app.services import access, audit, audit_chain, secrets, users
+from app.services import access, audit, audit_chain, masking, secrets, users
 from app.services.actors import Actor
 from app.services.scheduler_signal import announce_job_change
 
@@ -48,26 +47,16 @@ def export_user(*, actor: Actor, user_id: UUID) -> dict[str, Any]:
     }
 
 
-#: columns whose values are credentials: exported masked, as the API shows them
-_CREDENTIALS = ("notification_slack_webhook",)
-
-
-def _mask(url: Any) -> Any:
-    if not isinstance(url, str) or not url:
-        return url
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/****{url[-4:]}"
-
-
 def _masked(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: _mask(value) if key in _CREDENTIALS else value for key, value in values.items()}
+    return {key: masking.masked_url(value) if key in masking.CREDENTIAL_FIELDS else value
+            for key, value in values.items()}
 
 
 def _masked_changes(row: dict[str, Any]) -> dict[str, Any]:
     changes = row.get("changes")
     if isinstance(changes, dict):
-        row["changes"] = {field: ({side: _mask(value) for side, value in change.items()}
-                                  if field in _CREDENTIALS and isinstance(change, dict) else change)
+        row["changes"] = {field: ({side: masking.masked_url(value) for side, value in change.items()}
+                                  if field in masking.CREDENTIAL_FIELDS and isinstance(change, dict) else change)
                           for field, change in changes.items()}
     return row
 

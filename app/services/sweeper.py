@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from app.extensions import db
 from app.models import Execution, Job
 from app.models.base import utcnow
-from app.services import retries
+from app.services import notifications, retries
 from app.tasks import dispatch
 
 
@@ -58,9 +58,10 @@ def mark_stale_running_lost(*, stale_after: timedelta, limit: int = 500) -> list
         execution = db.session.get(Execution, execution_id)
         db.session.refresh(execution)
         job = db.session.get(Job, execution.job_id)
-        if retries.schedule_retry(job=job, execution=execution, outcome="lost", now=now) is None \
-                and execution.attempt > 1:
-            execution.status = "failed"
-            execution.error_message = (f"lost {execution.attempt} times: the run kills its worker "
-                                       "(out of memory?); giving up after its retries")
+        if retries.schedule_retry(job=job, execution=execution, outcome="lost", now=now) is None:
+            if execution.attempt > 1:
+                execution.status = "failed"
+                execution.error_message = (f"lost {execution.attempt} times: the run kills its worker "
+                                           "(out of memory?); giving up after its retries")
+            notifications.record_outcome(job=job, execution=execution)
     return lost

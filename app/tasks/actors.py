@@ -6,13 +6,18 @@ import dramatiq
 from flask import current_app
 
 from app.executors import executor_for
-from app.services import runs
+from app.services import notifications, runs
 from app.tasks import dispatch
 
 
 def run_execution(execution_id: str) -> None:
     """Run a queued execution, if this delivery wins the claim (others are dropped)."""
     runs.run_execution(execution_id=execution_id, executor=executor_for(current_app.config))
+
+
+def deliver_notification(notification_id: str) -> None:
+    """Deliver a notification, if it is due and this delivery wins it."""
+    notifications.deliver(notification_id)
 
 
 def register_actors(broker: dramatiq.Broker) -> None:
@@ -23,6 +28,10 @@ def register_actors(broker: dramatiq.Broker) -> None:
     """
     dramatiq.Actor(run_execution, actor_name=dispatch.RUN_EXECUTION, queue_name=dispatch.EXECUTIONS_QUEUE,
                    priority=0, broker=broker, options={"max_retries": 0, "time_limit": _NO_TIME_LIMIT_MS})
+    # their own queue: a notification never waits behind job runs
+    dramatiq.Actor(deliver_notification, actor_name=dispatch.DELIVER_NOTIFICATION,
+                   queue_name=dispatch.NOTIFICATIONS_QUEUE, priority=0, broker=broker,
+                   options={"max_retries": 0, "time_limit": 5 * 60 * 1000})
 
 
 #: Dramatiq's TimeLimit cannot interrupt a blocking call anyway; the executor enforces timeouts.

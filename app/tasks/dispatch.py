@@ -18,6 +18,8 @@ from app.services.transactions import after_commit
 #: Queue of job runs; notifications get their own queue so they never wait behind runs.
 EXECUTIONS_QUEUE = "executions"
 RUN_EXECUTION = "run_execution"
+NOTIFICATIONS_QUEUE = "notifications"
+DELIVER_NOTIFICATION = "deliver_notification"
 
 
 def run_execution_sender() -> Callable[..., None]:
@@ -32,6 +34,17 @@ def run_execution_sender() -> Callable[..., None]:
         send(broker, EXECUTIONS_QUEUE, RUN_EXECUTION, str(execution_id), delay_seconds=delay_seconds)
 
     return send_run
+
+
+def notification_sender() -> Callable[..., None]:
+    """A function sending ``deliver_notification(id)`` (optional ``delay_seconds``) through the
+    current app's broker, callable after the app context is gone."""
+    broker = queue.broker
+
+    def send_notification(notification_id: UUID, delay_seconds: float | None = None) -> None:
+        send(broker, NOTIFICATIONS_QUEUE, DELIVER_NOTIFICATION, str(notification_id), delay_seconds=delay_seconds)
+
+    return send_notification
 
 
 def send(broker: dramatiq.Broker, queue_name: str, actor_name: str, *args,

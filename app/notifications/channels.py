@@ -1,0 +1,95 @@
+"""The three channels. Each ``send`` delivers one notification or raises ``DeliveryError``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import smtplib
+import ssl
+import time
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any, Mapping
+
+import requests
+
+from app.notifications import content as render
+from app.notifications.content import NotificationContent
+from app.notifications.urls import UnsafeUrl, check_before_call
+
+HTTP_TIMEOUT_SECONDS = 10.0
+
+
+class DeliveryError(Exception):
+    """The channel did not take the notification. ``permanent``: trying again cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def send_email(config: Mapping[str, Any], c: NotificationContent, recipients: list[str], *,
+               message_id: str) -> None:
+    """One email to all recipients over SMTP (STARTTLS and login when configured)."""
+    if not config.get("SMTP_HOST"):
+        raise DeliveryError("email is not configured: set JOBPLANE_SMTP_HOST", permanent=True)
+    message = EmailMessage()
+    message["Subject"] = render.email_subject(c)
+    message["From"] = config["SMTP_FROM"]
+    message["To"] = ", ".join(recipients)
+    message["Date"] = formatdate(usegmt=True)
+    # the same id on every attempt: a retried delivery of one notification is one message to mail clients
+    message["Message-ID"] = make_msgid(idstring=message_id, domain="jobplane")
+    message.set_content(render.email_text(c))
+    message.add_alternative(render.email_html(c), subtype="html")
+    try:
+        with smtplib.SMTP(config["SMTP_HOST"], config["SMTP_PORT"], timeout=config["SMTP_TIMEOUT_SECONDS"]) as smtp:
+            if config["SMTP_STARTTLS"]:
+                smtp.starttls(context=ssl.create_default_context())
+            if config.get("SMTP_USERNAME"):
+                smtp.login(config["SMTP_USERNAME"], config.get("SMTP_PASSWORD") or "")
+            refused = smtp.send_message(message)
+    except smtplib.SMTPRecipientsRefused as error:
+        raise DeliveryError(f"every recipient was refused: {sorted(error.recipients)}", permanent=True) from None
+    except (smtplib.SMTPException, OSError) as error:
+        raise DeliveryError(f"SMTP {config['SMTP_HOST']}:{config['SMTP_PORT']}: {error}") from None
+    if refused:
+        raise DeliveryError(f"refused recipients: {sorted(refused)}", permanent=True)
+
+
+def _post(config: Mapping[str, Any], url: str, body: bytes, headers: dict[str, str]) -> None:
+    try:
+        check_before_call(url, config)
+    except UnsafeUrl as error:
+        raise DeliveryError(f"webhook URL refused: {error}", permanent=True) from None
+    try:
+        response = requests.post(url, data=body, headers={"Content-Type": "application/json", **headers},
+                                 timeout=HTTP_TIMEOUT_SECONDS, allow_redirects=False)
+    except requests.RequestException as error:
+        raise DeliveryError(f"webhook call failed: {type(error).__name__}") from None
+    if response.status_code >= 300:
+        permanent = response.status_code in (400, 401, 403, 404, 410)
+        raise DeliveryError(f"webhook answered {response.status_code}", permanent=permanent)
+
+
+def send_slack(config: Mapping[str, Any], c: NotificationContent, url: str) -> None:
+    _post(config, url, json.dumps(render.slack_payload(c)).encode(), {})
+
+
+def webhook_signature(key: bytes, timestamp: str, body: bytes) -> str:
+    """``X-Jobplane-Signature``: ``sha256=`` HMAC of ``<timestamp>.<body>`` with the signing key."""
+    return "sha256=" + hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def signing_key(config: Mapping[str, Any]) -> bytes:
+    """The webhook signing key, derived from ``JOBPLANE_SECRET_KEY`` (receivers get it from
+    ``jobplane notifications signing-key``)."""
+    return hmac.new(config["SECRET_KEY"].encode(), b"jobplane webhook signing v1", hashlib.sha256).digest()
+
+
+def send_webhook(config: Mapping[str, Any], c: NotificationContent, url: str, *, delivery_id: str) -> None:
+    body = json.dumps(render.webhook_payload(c), sort_keys=True).encode()
+    timestamp = str(int(time.time()))
+    _post(config, url, body, {"X-Jobplane-Timestamp": timestamp, "X-Jobplane-Delivery": delivery_id,
+                              "X-Jobplane-Signature": webhook_signature(signing_key(config), timestamp, body)})
