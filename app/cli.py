@@ -159,6 +159,19 @@ def tokens_issue(email: str, name: str, days: int) -> None:
     click.echo(plain)
 
 
+@main.group(help="Notifications.")
+def notifications() -> None:
+    pass
+
+
+@notifications.command("signing-key", help="Print the key that signs generic webhook notifications "
+                                           "(hex), for receivers to check X-Jobplane-Signature.")
+def notifications_signing_key() -> None:
+    from app.notifications.channels import signing_key
+
+    click.echo(signing_key(_settings()).hex())
+
+
 @main.group(help="The audit trail.")
 def audit() -> None:
     pass
