@@ -69,7 +69,13 @@ def sso():
     if not current_app.config["OIDC_ENABLED"]:
         return redirect(url_for("auth.login"))
     session["after_sign_in"] = _safe_next(request.args.get("next"))
-    return _sso().authorize_redirect(_external("auth.callback"))
+    try:
+        return _sso().authorize_redirect(_external("auth.callback"))
+    except (RequestException, ValueError) as error:  # spec §7.1: the provider down → say so, no fallback
+        logger.error("the identity provider is unreachable: %s", error)
+        return render_template("login.html", sso=True, next="",
+                               error="The identity provider cannot be reached right now, so nobody can sign "
+                                     "in. Try again in a few minutes; if it lasts, tell your administrators."), 503
 
 
 @bp.get("/auth/callback")

@@ -109,3 +109,15 @@ def test_a_forged_callback_is_refused_and_audited(live_server, settings, oidc_pr
     page.goto(server.url + "/auth/callback?code=forged&state=not-ours")
     assert "Single sign-on failed" in page.text_content(".error")
     assert _actions(server.app) == ["login_failed"]
+
+
+def test_an_unreachable_identity_provider_gets_a_clear_503(live_server, settings, oidc_provider):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    server = live_server(**{**sso_settings(settings, oidc_provider), "OIDC_ISSUER": dead})
+    response = server.app.test_client().get("/login/sso")
+    assert response.status_code == 503
+    assert "identity provider cannot be reached" in response.text
