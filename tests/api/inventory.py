@@ -48,6 +48,8 @@ SECRET_VALUE = "s3cr3t-" + "Zq7RecognizableValue"
 #: A Slack webhook URL is a credential too: its path is the secret part.
 WEBHOOK_SECRET = "T000/B000/Xq9RecognizableHook"
 WEBHOOK = f"https://hooks.slack.com/services/{WEBHOOK_SECRET}"
+#: Where the jobs made with a notification channel send their email.
+NOTIFIED_EMAIL = "oncall@example.com"
 #: An id no object has.
 MISSING_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -86,7 +88,7 @@ def missing_and_extra(table: dict, inventory: set[tuple[str, str]], where: str) 
     extra = sorted(set(table) - inventory)
     lines = [f"add a rule to {where} for the new route {m} {r}" for m, r in missing]
     lines += [f"remove the rule in {where} for {m} {r}: the app no longer serves it" for m, r in extra]
-    return "\n".join(lines)
+    return "".join(line + "\n" for line in lines)
 
 
 @dataclass(frozen=True)
@@ -170,23 +172,32 @@ class World:
 
     # --- objects ----------------------------------------------------------------------------------
 
-    def job(self, actor: str, ownership: str | None, *, fresh: bool = False, paused: bool = False) -> str:
-        """A job of ``ownership`` for ``actor``: a shared one to read, a fresh one to change."""
+    def job(self, actor: str, ownership: str | None, *, fresh: bool = False, paused: bool = False,
+            notified: bool = False) -> str:
+        """A job of ``ownership`` for ``actor``: a shared one to read, a fresh one to change.
+
+        ``notified``: a fresh job with an email recipient, so it has a notification channel
+        (the shared jobs have none).
+        """
         owner = self._owner(actor, ownership, TEAM_JOB_OWNER)
-        if not fresh and not paused and owner in self._jobs:
+        shared = not (fresh or paused or notified)
+        if shared and owner in self._jobs:
             return self._jobs[owner]
         with self.app.app_context():
             user = db.session.get(User, uuid.UUID(self.ids[owner]))
             creator = user if user.role != "team_viewer" else db.session.get(
                 User, uuid.UUID(self.ids[TEAM_JOB_OWNER[owner]]))
-            job = jobs.create_job(actor=Actor(user=creator), data={**JOB, "name": f"{owner}-{self.number()}"})
+            data = {**JOB, "name": f"{owner}-{self.number()}"}
+            if notified:
+                data["notification_emails"] = [NOTIFIED_EMAIL]
+            job = jobs.create_job(actor=Actor(user=creator), data=data)
             # a team viewer's own job: made while they were a job creator
             job.owner_id, job.team_id = user.id, user.team_id
             if paused:
                 jobs.pause_job(actor=SYSTEM, job_id=job.id)
             db.session.commit()
             job_id = str(job.id)
-        if not fresh and not paused:
+        if shared:
             self._jobs[owner] = job_id
         return job_id
 
@@ -340,6 +351,8 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("POST", JOB_RULE + "/pause"): _job_call("POST", "/pause", fresh=True),
     ("POST", JOB_RULE + "/resume"): _job_call("POST", "/resume", paused=True),
     ("GET", JOB_RULE + "/executions"): _job_call("GET", "/executions"),
+    ("GET", JOB_RULE + "/notifications"): _job_call("GET", "/notifications"),
+    ("POST", JOB_RULE + "/notifications/test"): _job_call("POST", "/notifications/test", notified=True),
     ("GET", EXECUTION_RULE): _execution_call("GET"),
     ("POST", EXECUTION_RULE + "/cancel"): _execution_call("POST", "/cancel"),
     ("GET", JOB_RULE + "/secrets"): _job_call("GET", "/secrets"),

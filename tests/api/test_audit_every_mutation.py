@@ -15,7 +15,8 @@ from typing import Callable
 import pytest
 
 from tests.api.inventory import (EXECUTION_RULE, JOB_RULE, JOBS, MISSING_ID, MUTATING_METHODS, REQUESTS, SECRET_VALUE,
-                                 TEAM_RULE, USER_RULE, WEBHOOK_SECRET, Call, World, api_routes, missing_and_extra)
+                                 TEAM_RULE, USER_RULE, WEBHOOK_SECRET, Call, Request, World, api_routes,
+                                 missing_and_extra)
 from tests.secrets.helpers import table_text
 
 IP_ADDRESS = "198.51.100.23"
@@ -43,6 +44,7 @@ class Failure:
     ownership: str | None
     status: int
     tweak: Callable[[Call], Call] = lambda call: call
+    request: Request | None = None  #: a way to build the request other than the route's usual one
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ def missing(call: Call) -> Call:
 
 def body(json: dict) -> Callable[[Call], Call]:
     return lambda call: call.with_json(json)
+
+
+def _test_notification(job_id: str) -> Call:
+    return Call("POST", f"/api/v1/jobs/{job_id}/notifications/test", subject=job_id)
 
 
 SECRET = JOB_RULE + "/secrets/<string:name>"
@@ -85,6 +91,13 @@ AUDITED: dict[tuple[str, str], Audited] = {
         [Change("alice", "own", "execution_cancelled", "execution")],
         [Failure(ON_A_TEAM_JOB, "vera", "team", 403), Failure(ON_A_FOREIGN_JOB, "bob", "foreign", 404),
          Failure("a missing execution", "admin", "foreign", 404, missing)]),
+    ("POST", JOB_RULE + "/notifications/test"): Audited(
+        [Change("alice", "own", "notification_tested", "job"),
+         Change("admin", "foreign", "notification_tested", "job")],
+        [Failure(ON_A_TEAM_JOB, "vera", "team", 403), Failure(ON_A_FOREIGN_JOB, "bob", "foreign", 404),
+         Failure("a missing job", "admin", "foreign", 404, missing),
+         Failure("a job with no channel to test", "alice", "own", 422,
+                 request=Request("job", lambda w, a, o: _test_notification(w.job(a, o, fresh=True))))]),
     ("PUT", SECRET): Audited(
         [Change("alice", "own", "secret_created", "job"),
          Change("alice", "own", "secret_updated", "job", repeat=True),
@@ -199,7 +212,7 @@ def test_a_failed_change_writes_no_audit_row(world, route):
     request = REQUESTS[route]
     for failure in AUDITED[route].failures:
         # Given a request that must fail: refused, about nothing, or with bad input
-        call = failure.tweak(request.build(world, failure.actor, failure.ownership))
+        call = failure.tweak((failure.request or request).build(world, failure.actor, failure.ownership))
         last = world.last_audit_id()
         # When it is sent
         response = _send(world, call, failure.actor, uuid.uuid4().hex)

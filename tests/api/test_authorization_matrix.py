@@ -84,6 +84,8 @@ MATRIX: dict[tuple[str, str], dict] = {
     ("POST", JOB_RULE + "/pause"): job_changers(200),
     ("POST", JOB_RULE + "/resume"): job_changers(200),
     ("GET", JOB_RULE + "/executions"): job_readers(200),
+    ("GET", JOB_RULE + "/notifications"): job_readers(200),
+    ("POST", JOB_RULE + "/notifications/test"): job_changers(202),
     ("GET", EXECUTION_RULE): job_readers(200),
     ("POST", EXECUTION_RULE + "/cancel"): job_changers(200),
     ("GET", JOB_RULE + "/secrets"): job_readers(200),
