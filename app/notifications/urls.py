@@ -28,6 +28,10 @@ def check_shape(url: str, config: Mapping[str, Any]) -> None:
         raise UnsafeUrl("must use https:// (http is allowed only with JOBPLANE_WEBHOOK_ALLOW_HTTP)")
     if parts.username or parts.password:
         raise UnsafeUrl("must not carry a user name or password")
+    try:
+        parts.port
+    except ValueError:  # refused now, or every delivery would fail on it with an unexpected error
+        raise UnsafeUrl("has a port that is not a number from 0 to 65535") from None
     allowed = [h.strip().lower() for h in (config.get("WEBHOOK_ALLOWED_HOSTS") or "").split(",") if h.strip()]
     if allowed and parts.hostname.lower() not in allowed:
         raise UnsafeUrl(f"host {parts.hostname} is not in JOBPLANE_WEBHOOK_ALLOWED_HOSTS")

@@ -60,20 +60,55 @@ def _encrypt_slack_webhooks() -> None:
     bind = op.get_bind()
     rows = bind.execute(sa.text("SELECT id, notification_slack_webhook FROM jobs "
                                 "WHERE notification_slack_webhook IS NOT NULL")).all()
+    rows = [(job_id, url) for job_id, url in rows if not url.startswith("enc1:")]
     if not rows:
         return
-    from app.config import load_settings
+    keys = _keys(bind)
+    for job_id, url in rows:
+        bind.execute(sa.text("UPDATE jobs SET notification_slack_webhook = :value WHERE id = :id"),
+                     {"value": "enc1:" + keys.encrypt(url.encode()).decode(), "id": job_id})
+
+
+def _decrypt_slack_webhooks() -> None:
+    """Put the Slack webhook URLs back in plain, as revision 0005 reads them."""
+    bind = op.get_bind()
+    rows = bind.execute(sa.text("SELECT id, notification_slack_webhook FROM jobs "
+                                "WHERE notification_slack_webhook LIKE 'enc1:%'")).all()
+    if not rows:
+        return
+    keys = _keys(bind)
+    for job_id, value in rows:
+        url = keys.decrypt(value[len("enc1:"):].encode()).decode()
+        bind.execute(sa.text("UPDATE jobs SET notification_slack_webhook = :value WHERE id = :id"),
+                     {"value": url, "id": job_id})
+
+
+def _keys(bind):
+    """The keys the app runs with, read from the environment running the migration.
+
+    Without ``JOBPLANE_SECRET_KEY``, settings make a key up for the run (outside production),
+    which would encrypt the URLs with a key nobody has: the migration stops instead.  Standalone
+    mode is the exception: its key is kept in ``JOBPLANE_DATA_DIR``, and it migrates from its
+    own settings, not the environment's, so a SQLite database without ``JOBPLANE_ENV`` is taken
+    for a standalone one.
+    """
+    import os
+
+    from app.config import ConfigError, load_settings
     from app.secrets.database import keyring
 
-    url = bind.engine.url.render_as_string(hide_password=False)
-    keys = keyring(load_settings(overrides={"DATABASE_URL": url}))
-    for job_id, url in rows:
-        if not url.startswith("enc1:"):
-            bind.execute(sa.text("UPDATE jobs SET notification_slack_webhook = :value WHERE id = :id"),
-                         {"value": "enc1:" + keys.encrypt(url.encode()).decode(), "id": job_id})
+    overrides = {"DATABASE_URL": bind.engine.url.render_as_string(hide_password=False)}
+    if not os.environ.get("JOBPLANE_SECRET_KEY"):
+        env = os.environ.get("JOBPLANE_ENV", "standalone" if bind.dialect.name == "sqlite" else "production")
+        if env != "standalone":
+            raise ConfigError("JOBPLANE_SECRET_KEY is not set: migration 0006 encrypts the Slack webhook URLs "
+                              "stored so far with it; set it to the key Jobplane runs with, then upgrade again")
+        overrides["ENV"] = "standalone"
+    return keyring(load_settings(overrides=overrides))
 
 
 def downgrade() -> None:
+    _decrypt_slack_webhooks()
     op.drop_index('ix_notifications_job_id', table_name='notifications')
     op.drop_index('ix_notifications_status_next_attempt_at', table_name='notifications')
     op.drop_table('notifications')
