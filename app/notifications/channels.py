@@ -9,7 +9,7 @@ import smtplib
 import ssl
 import time
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, parseaddr
 from typing import Any, Mapping
 
 import requests
@@ -39,8 +39,10 @@ def send_email(config: Mapping[str, Any], c: NotificationContent, recipients: li
     message["From"] = config["SMTP_FROM"]
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(usegmt=True)
-    # the same id on every attempt: a retried delivery of one notification is one message to mail clients
-    message["Message-ID"] = make_msgid(idstring=message_id, domain="jobplane")
+    # the same id on every attempt: a retried delivery of one notification is one message to mail
+    # clients (make_msgid() adds the time and a random number: a new id each time)
+    domain = parseaddr(config["SMTP_FROM"])[1].rpartition("@")[2] or "jobplane"
+    message["Message-ID"] = f"<{message_id}@{domain}>"
     message.set_content(render.email_text(c))
     message.add_alternative(render.email_html(c), subtype="html")
     try:
@@ -51,11 +53,18 @@ def send_email(config: Mapping[str, Any], c: NotificationContent, recipients: li
                 smtp.login(config["SMTP_USERNAME"], config.get("SMTP_PASSWORD") or "")
             refused = smtp.send_message(message)
     except smtplib.SMTPRecipientsRefused as error:
-        raise DeliveryError(f"every recipient was refused: {sorted(error.recipients)}", permanent=True) from None
+        # 4xx (greylisting, rate limits) is "try later"; only 5xx refusals are final
+        permanent = all(code >= 500 for code, _ in error.recipients.values())
+        raise DeliveryError(f"every recipient was refused: {_answers(error.recipients)}", permanent=permanent) from None
     except (smtplib.SMTPException, OSError) as error:
         raise DeliveryError(f"SMTP {config['SMTP_HOST']}:{config['SMTP_PORT']}: {error}") from None
     if refused:
-        raise DeliveryError(f"refused recipients: {sorted(refused)}", permanent=True)
+        raise DeliveryError(f"refused recipients: {_answers(refused)}", permanent=True)
+
+
+def _answers(refused: Mapping[str, tuple[int, bytes]]) -> str:
+    return ", ".join(f"{address} ({code} {reply.decode(errors='replace')})"
+                     for address, (code, reply) in sorted(refused.items()))
 
 
 def _post(config: Mapping[str, Any], url: str, body: bytes, headers: dict[str, str]) -> None:

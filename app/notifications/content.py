@@ -51,7 +51,9 @@ class NotificationContent:
 
 
 def email_subject(c: NotificationContent) -> str:
-    name = c.job_name.replace("\r", " ").replace("\n", " ")  # no header injection
+    # no header injection: every line break str.splitlines() knows (\v, \f, \x1c-\x1e, \x85,
+    # \u2028…), which the email package refuses in a header with a ValueError, not only \r and \n
+    name = " ".join(c.job_name.splitlines())
     return f"[{c.tag}] {name}"
 
 
@@ -92,7 +94,8 @@ def slack_payload(c: NotificationContent) -> dict[str, Any]:
     if c.execution_url:
         blocks.append({"type": "actions", "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": "View Logs"}, "url": c.execution_url}]})
-    return {"text": f"[{c.tag}] {c.job_name}", "blocks": blocks}
+    # the text is the notification's fallback and push text: mrkdwn too, so escaped as well
+    return {"text": f"[{c.tag}] {_mrkdwn(c.job_name)}", "blocks": blocks}
 
 
 def webhook_payload(c: NotificationContent) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from flask import current_app
@@ -150,7 +151,7 @@ def deliver(notification_id: UUID) -> str | None:
         return None
     row = db.session.get(Notification, notification_id)
     job = db.session.get(Job, row.job_id)
-    breaker = Breaker(config, row.channel)
+    breaker = Breaker(config, _breaker_name(row, job))
     open_until = breaker.open_until()
     if open_until is not None:
         _held_back(row, job, open_until, config)
@@ -158,13 +159,27 @@ def deliver(notification_id: UUID) -> str | None:
         try:
             _send(row, job, config)
         except channels.DeliveryError as error:
-            breaker.failed()
+            if not error.permanent:  # a refused address or a deleted hook says nothing of the channel
+                breaker.failed()
             _failed_attempt(row, job, error, config)
+        except Exception as error:  # recorded like any failed attempt, never left "sending"
+            logger.exception("notification %s (%s, %s): unexpected error", row.id, row.channel, row.event)
+            db.session.rollback()  # back to the committed claim, whatever the error left behind
+            _failed_attempt(row, job, channels.DeliveryError(f"{type(error).__name__}: {error}"), config)
         else:
             breaker.succeeded()
-            row.status, row.sent_at, row.last_error = "sent", utcnow(), None
+            # last_error stays: with attempts, it tells why the delivery took more than one
+            row.status, row.sent_at = "sent", utcnow()
     db.session.commit()
     return row.status
+
+
+def _breaker_name(row: Notification, job: Job) -> str:
+    """Email and Slack are one service each; generic webhooks are each customer's own receiver,
+    so one dead receiver must not hold back (and divert to email) everybody else's."""
+    if row.channel == "webhook" and job.notification_webhook_url:
+        return f"webhook:{(urlsplit(job.notification_webhook_url).hostname or '').lower()}"
+    return row.channel
 
 
 def _content(row: Notification, job: Job, config: Mapping[str, Any]) -> NotificationContent:
@@ -265,9 +280,10 @@ def resend_stranded(*, limit: int = 500) -> int:
     """Re-send notifications whose message was lost, and take back those whose worker died while
     sending. Returns how many were re-sent."""
     now = utcnow()
+    # due since their claim, so that the query below re-sends them now, not a sweep 30 s later
     db.session.execute(update(Notification)
                        .where(Notification.status == "sending", Notification.claimed_at < now - SENDING_STALE_AFTER)
-                       .values(status="pending", next_attempt_at=now)
+                       .values(status="pending", next_attempt_at=Notification.claimed_at)
                        .execution_options(synchronize_session=False))
     ids = list(db.session.scalars(select(Notification.id).where(
         Notification.status == "pending", Notification.next_attempt_at < now - RESEND_AFTER).limit(limit)))
