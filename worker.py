@@ -1,8 +1,13 @@
-"""The worker process: ``dramatiq worker:setup_broker`` (what ``jobplane worker`` runs).
+"""The worker processes: ``dramatiq -Q executions -f worker:run_notifier worker:setup_broker``
+(what ``jobplane worker`` runs).
 
 Dramatiq calls ``setup_broker`` in each worker process; the broker is configured and the actors
-declared before any message is consumed.
+declared before any message is consumed.  ``run_notifier`` is the forked process that consumes
+the notifications queue with threads of its own.
 """
+
+import signal
+import threading
 
 import dramatiq
 
@@ -18,3 +23,22 @@ def setup_broker() -> None:
     broker = queue.broker_of(app)
     broker.add_middleware(AppContextMiddleware(app))
     dramatiq.set_broker(broker)
+
+
+def run_notifier() -> int:
+    """Deliver notifications until SIGTERM/SIGINT: Dramatiq forks this beside the run workers and
+    stops them all if it dies."""
+    from app.tasks.dispatch import NOTIFICATIONS_QUEUE
+
+    app = create_app()
+    broker = queue.broker_of(app)
+    broker.add_middleware(AppContextMiddleware(app))
+    notifier = dramatiq.Worker(broker, queues={NOTIFICATIONS_QUEUE}, worker_threads=app.config["NOTIFY_THREADS"],
+                               worker_timeout=app.config["WORKER_POLL_MS"])
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    notifier.start()
+    stop.wait()
+    notifier.stop()
+    return 0

@@ -41,12 +41,17 @@ def scheduler() -> None:
     sys.exit(scheduler_process.main())
 
 
-@main.command(help="Run Dramatiq worker processes that execute jobs.")
+@main.command(help="Run Dramatiq worker processes that execute jobs, and one that sends notifications.")
 def worker() -> None:
+    from app.tasks.dispatch import EXECUTIONS_QUEUE
+
     config = _settings()
     os.environ["dramatiq_worker_timeout"] = str(config["WORKER_POLL_MS"])
+    # job runs in the worker processes; notifications in a process of their own (a fork that
+    # Dramatiq supervises), so a worker whose threads are all busy with long runs still notifies
     argv = [sys.executable, "-m", "dramatiq", "--processes", str(config["WORKER_PROCESSES"]),
-            "--threads", str(config["WORKER_THREADS"]), "worker:setup_broker"]
+            "--threads", str(config["WORKER_THREADS"]), "--queues", EXECUTIONS_QUEUE,
+            "--fork-function", "worker:run_notifier", "worker:setup_broker"]
     os.execv(sys.executable, argv)
 
 

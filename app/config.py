@@ -176,6 +176,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_STARTTLS", True, _parse_bool, "notifications: upgrade the SMTP connection with STARTTLS"),
     Setting("SMTP_FROM", "jobplane@localhost", _parse_str, "notifications: the From address of emails"),
     Setting("SMTP_TIMEOUT_SECONDS", 10.0, _parse_float, "notifications: connect and send timeout of SMTP"),
+    Setting("NOTIFY_THREADS", 4, _parse_int,
+            "notifications: threads of each worker's own notification process (never busy with job runs)"),
     Setting("NOTIFY_ATTEMPTS", 3, _parse_int,
             "notifications: attempts of a Slack or webhook delivery before it fails over to email (spec: 3)"),
     Setting("NOTIFY_RETRY_SECONDS", 120.0, _parse_float,
@@ -265,7 +267,8 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
     if not values["PYTHON"]:
         values["PYTHON"] = _default_python()
     for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS",
-                "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "NOTIFY_ATTEMPTS", "NOTIFY_BREAKER_FAILURES"):
+                "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "NOTIFY_ATTEMPTS", "NOTIFY_BREAKER_FAILURES",
+                "NOTIFY_THREADS"):
         if values[key] < 1:
             raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")
     values["SQLALCHEMY_IS_SQLITE"] = values["DATABASE_URL"].startswith("sqlite")

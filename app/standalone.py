@@ -23,6 +23,7 @@ from app.migrate import upgrade
 from app.scheduler.leader import FileLeaderLock
 from app.scheduler.service import SchedulerService
 from app.services import sweeper
+from app.tasks.dispatch import EXECUTIONS_QUEUE, NOTIFICATIONS_QUEUE
 from app.tasks.middleware import AppContextMiddleware
 
 logger = logging.getLogger(__name__)
@@ -43,9 +44,13 @@ def run_standalone(overrides: dict[str, Any] | None = None) -> int:
 
     broker = queue.broker_of(app)
     broker.add_middleware(AppContextMiddleware(app))
-    worker = dramatiq.Worker(broker, worker_threads=config["WORKER_THREADS"],
+    worker = dramatiq.Worker(broker, queues={EXECUTIONS_QUEUE}, worker_threads=config["WORKER_THREADS"],
                              worker_timeout=config["WORKER_POLL_MS"])
     worker.start()
+    # notifications on threads of their own: never behind long job runs
+    notifier = dramatiq.Worker(broker, queues={NOTIFICATIONS_QUEUE}, worker_threads=config["NOTIFY_THREADS"],
+                               worker_timeout=config["WORKER_POLL_MS"])
+    notifier.start()
     scheduler = SchedulerService(app, lock)
     scheduler_thread = threading.Thread(target=scheduler.run, name="jobplane-scheduler", daemon=True)
     scheduler_thread.start()
@@ -72,6 +77,7 @@ def run_standalone(overrides: dict[str, Any] | None = None) -> int:
     scheduler.stop()
     server.shutdown()
     worker.stop(timeout=int(config["KILL_GRACE_SECONDS"] * 1000) + 5000)
+    notifier.stop(timeout=10_000)
     scheduler_thread.join(timeout=5)
     return 0
 
