@@ -334,6 +334,21 @@ def test_only_the_final_attempt_notifies(app, client, admin, processes, smtp):
     assert len(smtp.accepted) == 1
     text = smtp.accepted[0].get_body(("plain",)).get_content()
     assert f"Execution ID: {attempts[1].id}" in text and "Error Message: exited with code 1" in text
+    assert "last error output:\r\nattempt 2" in text  # what the script said on stderr says why
+
+
+def test_a_worker_busy_with_long_runs_still_notifies_at_once(app, client, admin, processes, smtp):
+    # Given a worker with one thread for runs: a failing job, then a long one that takes the thread
+    processes.worker(WORKER_THREADS=1)
+    failing = create_job(client, admin, name="fails", script="exit 1", notification_emails=["ops@example.test"])
+    sleeper = create_job(client, admin, name="sleeps", script="sleep 60")
+    failed_id = run(client, admin, failing)
+    sleeping_id = run(client, admin, sleeper)
+    wait_for(lambda: execution(app, sleeping_id).status == "running", timeout=30, message="the long run")
+    # Then the failure's email arrives while the only run thread is still busy
+    wait_for(lambda: smtp.accepted, timeout=15, message="the email, sent by the worker's notification process")
+    assert execution(app, failed_id).status == "failed"
+    assert execution(app, sleeping_id).status == "running"
 
 
 def test_timeout_and_opt_in_success_raise_their_own_events(app, client, admin, processes, smtp):
@@ -377,7 +392,7 @@ def test_a_success_after_a_failure_is_job_recovered(app, client, admin, processe
     # and a success after a success is not
     assert [(row.execution_id, row.event) for row in rows(app)] == [(failed.id, "job_failed"),
                                                                     (recovered.id, "job_recovered")]
-    assert subjects(smtp) == ["[Job Failure] flaky", "[Job Recovered] flaky"]
+    assert sorted(subjects(smtp)) == ["[Job Failure] flaky", "[Job Recovered] flaky"]  # sent in parallel
     assert rows(app, execution_id=again.id) == []
 
 

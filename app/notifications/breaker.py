@@ -13,6 +13,13 @@ import redis
 
 _LOCAL: dict[str, tuple[int, float]] = {}
 _LOCAL_LOCK = threading.Lock()
+_CLIENTS: dict[str, redis.Redis] = {}
+
+
+def _client(url: str) -> redis.Redis:
+    """One client (and connection pool) per process: a delivery must not open a connection."""
+    with _LOCAL_LOCK:
+        return _CLIENTS.get(url) or _CLIENTS.setdefault(url, redis.Redis.from_url(url))
 
 
 class Breaker:
@@ -20,7 +27,7 @@ class Breaker:
         self.channel = channel
         self.threshold = config["NOTIFY_BREAKER_FAILURES"]
         self.open_seconds = config["NOTIFY_BREAKER_SECONDS"]
-        self.redis = None if config["ENV"] == "standalone" else redis.Redis.from_url(config["REDIS_URL"])
+        self.redis = None if config["ENV"] == "standalone" else _client(config["REDIS_URL"])
         self.key = f"{config['QUEUE_NAMESPACE']}:breaker:{channel}"
 
     def open_until(self) -> float | None:

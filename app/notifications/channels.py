@@ -30,8 +30,12 @@ class DeliveryError(Exception):
 
 
 def send_email(config: Mapping[str, Any], c: NotificationContent, recipients: list[str], *,
-               message_id: str) -> None:
-    """One email to all recipients over SMTP (STARTTLS and login when configured)."""
+               message_id: str) -> str | None:
+    """One email to all recipients over SMTP (STARTTLS and login when configured).
+
+    Returns:
+      a note of the recipients the relay refused while it took the others, else None.
+    """
     if not config.get("SMTP_HOST"):
         raise DeliveryError("email is not configured: set JOBPLANE_SMTP_HOST", permanent=True)
     message = EmailMessage()
@@ -51,15 +55,17 @@ def send_email(config: Mapping[str, Any], c: NotificationContent, recipients: li
                 smtp.starttls(context=ssl.create_default_context())
             if config.get("SMTP_USERNAME"):
                 smtp.login(config["SMTP_USERNAME"], config.get("SMTP_PASSWORD") or "")
-            refused = smtp.send_message(message)
+            # the envelope is the validated list itself, not a re-parse of the To header
+            refused = smtp.send_message(message, to_addrs=list(recipients))
     except smtplib.SMTPRecipientsRefused as error:
         # 4xx (greylisting, rate limits) is "try later"; only 5xx refusals are final
         permanent = all(code >= 500 for code, _ in error.recipients.values())
         raise DeliveryError(f"every recipient was refused: {_answers(error.recipients)}", permanent=permanent) from None
     except (smtplib.SMTPException, OSError) as error:
         raise DeliveryError(f"SMTP {config['SMTP_HOST']}:{config['SMTP_PORT']}: {error}") from None
-    if refused:
-        raise DeliveryError(f"refused recipients: {_answers(refused)}", permanent=True)
+    if refused:  # the others have it: sent, with the refusals on record
+        return f"refused recipients: {_answers(refused)}"
+    return None
 
 
 def _answers(refused: Mapping[str, tuple[int, bytes]]) -> str:

@@ -21,6 +21,7 @@ from uuid import UUID
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.errors import InvalidInput, NotFound
 from app.extensions import db
@@ -129,7 +130,7 @@ def list_for_job(*, actor: Actor, job_id: UUID, limit: int = 100) -> list[Notifi
 
     jobs.get_job(actor=actor, job_id=job_id)
     return list(db.session.scalars(select(Notification).where(Notification.job_id == job_id)
-                                   .order_by(Notification.created_at.desc()).limit(limit)))
+                                   .order_by(Notification.created_at.desc(), Notification.id).limit(limit)))
 
 
 # --- delivering ---------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def deliver(notification_id: UUID) -> str | None:
         _held_back(row, job, open_until, config)
     else:
         try:
-            _send(row, job, config)
+            note = _send(row, job, config)
         except channels.DeliveryError as error:
             if not error.permanent:  # a refused address or a deleted hook says nothing of the channel
                 breaker.failed()
@@ -170,6 +171,8 @@ def deliver(notification_id: UUID) -> str | None:
             breaker.succeeded()
             # last_error stays: with attempts, it tells why the delivery took more than one
             row.status, row.sent_at = "sent", utcnow()
+            if note:
+                row.last_error = note
     db.session.commit()
     return row.status
 
@@ -196,10 +199,10 @@ def _content(row: Notification, job: Job, config: Mapping[str, Any]) -> Notifica
         execution_url=f"{base}/executions/{execution.id}" if execution else f"{base}/jobs/{job.id}")
 
 
-def _send(row: Notification, job: Job, config: Mapping[str, Any]) -> None:
+def _send(row: Notification, job: Job, config: Mapping[str, Any]) -> str | None:
     content = _content(row, job, config)
     if row.channel == "email":
-        channels.send_email(config, content, row.recipients, message_id=str(row.id))
+        return channels.send_email(config, content, row.recipients, message_id=str(row.id))
     elif row.channel == "slack":
         if not job.notification_slack_webhook:
             raise channels.DeliveryError("the job no longer has a Slack webhook", permanent=True)
@@ -208,6 +211,7 @@ def _send(row: Notification, job: Job, config: Mapping[str, Any]) -> None:
         if not job.notification_webhook_url:
             raise channels.DeliveryError("the job no longer has a webhook", permanent=True)
         channels.send_webhook(config, content, job.notification_webhook_url, delivery_id=str(row.id))
+    return None
 
 
 def _retry_later(row: Notification, at) -> None:
@@ -260,6 +264,8 @@ def _fall_back_to_email(row: Notification, job: Job, config: Mapping[str, Any]) 
     False if email is not configured, or already carries this event."""
     if not config.get("SMTP_HOST"):
         return False
+    if row.execution_id is None and job.notification_emails:
+        return False  # a test: its email went to the recipients alongside this one
     if row.execution_id is not None and db.session.scalar(select(Notification.id).where(
             Notification.execution_id == row.execution_id, Notification.event == row.event,
             Notification.channel == "email")) is not None:
@@ -268,9 +274,13 @@ def _fall_back_to_email(row: Notification, job: Job, config: Mapping[str, Any]) 
     recipients = list(job.notification_emails or []) or ([owner.email] if owner and "@" in owner.email else [])
     if not recipients:
         return False
-    _add_and_send([Notification(job_id=job.id, execution_id=row.execution_id, event=row.event, channel="email",
-                                recipients=recipients, status="pending", next_attempt_at=utcnow(),
-                                fallback_of=row.id)])
+    fallback = Notification(job_id=job.id, execution_id=row.execution_id, event=row.event, channel="email",
+                            recipients=recipients, status="pending", next_attempt_at=utcnow(), fallback_of=row.id)
+    try:
+        with db.session.begin_nested():  # Slack and the webhook may fall back at the same moment
+            _add_and_send([fallback])
+    except IntegrityError:
+        return True  # the other one's email carries this event
     return True
 
 

@@ -82,7 +82,8 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
     with db.unit_of_work():
         recorded = claims.finish_execution(
             claim=claim, status=result.status, exit_code=result.exit_code,
-            error_message=masker.mask(result.error_message) if result.error_message else None,
+            error_message=_error_message(masker.mask(result.error_message) if result.error_message else None,
+                                         writer.stderr_tail if result.status in ("failed", "timed_out") else ""),
             started_at=result.started_at, completed_at=result.completed_at,
             peak_memory_kb=result.peak_memory_kb, cpu_seconds=result.cpu_seconds, sandboxed=result.sandboxed)
     if not recorded:
@@ -117,6 +118,19 @@ def _metadata(claim: Claim) -> dict[str, str]:
             "JOBPLANE_ATTEMPT": str(claim.attempt)}
 
 
+#: how much of a failed run's stderr its error message quotes (its last lines)
+STDERR_TAIL_CHARS = 500
+
+
+def _error_message(error: str | None, stderr_tail: str) -> str | None:
+    """The error, with the last lines the run wrote to stderr (already masked), which say why."""
+    lines = [line.strip() for line in stderr_tail.splitlines() if line.strip()][-5:]
+    if not lines:
+        return error
+    tail = "\n".join(lines)
+    return f"{error}\nlast error output:\n{tail}" if error else tail
+
+
 class LogWriter:
     """Buffers a run's output, masks its secrets, and appends it to the log in order.
 
@@ -137,6 +151,8 @@ class LogWriter:
         self.pending: list[tuple[str, str]] = []  # raw, not yet masked
         self.last_flush = self.last_heartbeat = time.monotonic()
         self.claim_held = True
+        #: the end of what the run wrote to stderr, masked: the "why" of a failure for its notification
+        self.stderr_tail = ""
 
     def write(self, stream: str, text: str) -> None:
         if self.pending and self.pending[-1][0] == stream:
@@ -153,6 +169,9 @@ class LogWriter:
 
     def flush(self, final: bool = False) -> None:
         chunks = self._masked(final)
+        for stream, text in chunks:
+            if stream == "stderr":
+                self.stderr_tail = (self.stderr_tail + text)[-STDERR_TAIL_CHARS:]
         self.last_flush = self.last_heartbeat = time.monotonic()
         if not self.claim_held:
             return
