@@ -41,4 +41,11 @@ class NotFound(JobplaneError):
 
 
 class Conflict(JobplaneError):
+    """The change collides with the current state; ``current_version`` tells a client that read a
+    stale version which one to read again."""
+
     status_code = 409
+
+    def __init__(self, message: str, *, current_version: int | None = None):
+        super().__init__(message)
+        self.current_version = current_version

@@ -20,6 +20,8 @@ def _render(error: JobplaneError):
             "message": error.message}
     if isinstance(error, InvalidInput):
         body["errors"] = {"json": error.errors}
+    if getattr(error, "current_version", None) is not None:
+        body["current_version"] = error.current_version
     response = jsonify(body)
     response.status_code = error.status_code
     if error.status_code == 401:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from flask import after_this_request, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
-from app.api.schemas import ExecutionQuerySchema, ExecutionSchema, JobCreateSchema, JobSchema
+from app.api.schemas import (ExecutionQuerySchema, ExecutionSchema, JobCreateSchema, JobReplaceSchema, JobSchema,
+                             JobUpdateSchema)
+from app.errors import InvalidInput
 from app.services import executions, jobs
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="Jobs: what runs, and when")
@@ -33,12 +36,57 @@ class Jobs(MethodView):
         return jobs.create_job(actor=current_actor(), data=data)
 
 
+def _expected_version(data: dict) -> int | None:
+    """The version the client read: ``If-Match: "<version>"`` or the body's ``version``."""
+    body_version = data.pop("version", None)
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return body_version
+    try:
+        return int(header.strip().removeprefix("W/").strip('"'))
+    except ValueError:
+        raise InvalidInput({"If-Match": 'must be the job\'s ETag, e.g. "3"'}) from None
+
+
+def _with_etag(job):
+    """The job, with its version as the response's ETag (send it back as If-Match)."""
+
+    @after_this_request
+    def etag(response):
+        response.headers["ETag"] = f'"{job.version}"'
+        return response
+
+    return job
+
+
 @blp.route("/<uuid:job_id>")
 class JobById(MethodView):
     @blp.response(200, JobSchema)
     def get(self, job_id: UUID):
-        """A job's configuration (its owner, its team's viewers, admins)."""
-        return jobs.get_job(actor=current_actor(), job_id=job_id)
+        """A job's configuration (its owner, its team's viewers, admins); ETag = its version."""
+        return _with_etag(jobs.get_job(actor=current_actor(), job_id=job_id))
+
+    @blp.arguments(JobReplaceSchema)
+    @blp.response(200, JobSchema)
+    def put(self, data, job_id: UUID):
+        """Replace a job's configuration; fields left out take their defaults (owner or admin).
+        409 if ``If-Match`` (or ``version``) is not the current version."""
+        version = _expected_version(data)
+        return _with_etag(jobs.update_job(actor=current_actor(), job_id=job_id, data=data, partial=False,
+                                          expected_version=version))
+
+    @blp.arguments(JobUpdateSchema)
+    @blp.response(200, JobSchema)
+    def patch(self, data, job_id: UUID):
+        """Change some fields of a job (owner or admin); 409 on a stale ``If-Match``/``version``."""
+        version = _expected_version(data)
+        return _with_etag(jobs.update_job(actor=current_actor(), job_id=job_id, data=data, partial=True,
+                                          expected_version=version))
+
+    @blp.response(200, JobSchema)
+    def delete(self, job_id: UUID):
+        """Delete a job: it fires nothing more, its history stays (owner or admin)."""
+        return jobs.delete_job(actor=current_actor(), job_id=job_id, expected_version=_expected_version({}))
 
 
 @blp.route("/<uuid:job_id>/run")

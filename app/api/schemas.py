@@ -69,6 +69,21 @@ class JobCreateSchema(Schema):
     env = fields.Dict(keys=fields.String(), values=fields.String())
 
 
+class JobUpdateSchema(JobCreateSchema):
+    """``PATCH``: any subset of the fields; ``version`` (or ``If-Match``) guards against lost updates."""
+
+    version = fields.Integer(metadata={"description": "the version you read; 409 if the job changed since"})
+
+    def on_bind_field(self, field_name, field_obj):
+        field_obj.required = False
+
+
+class JobReplaceSchema(JobCreateSchema):
+    """``PUT``: the whole job; fields left out take their defaults."""
+
+    version = fields.Integer(metadata={"description": "the version you read; 409 if the job changed since"})
+
+
 class JobSchema(Schema):
     id = fields.UUID()
     name = fields.String()

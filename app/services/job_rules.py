@@ -68,7 +68,7 @@ JOB_FIELDS: dict[str, Any] = {
 }
 
 
-def validate_job_fields(values: dict[str, Any]) -> dict[str, Any]:
+def validate_job_fields(values: dict[str, Any], *, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check every field of a job, collecting all errors before raising.
 
     Returns:
@@ -128,7 +128,7 @@ def validate_job_fields(values: dict[str, Any]) -> dict[str, Any]:
                     errors["schedule"] = (f"{values['schedule']!r} never fires (a date that does not exist, "
                                           "such as 30 February?)")
 
-    _check_timing(errors, values)
+    _check_timing(errors, values, previous or {})
     _check_policies(errors, values)
     _check_int(errors, values, "timeout_minutes", 1, MAX_TIMEOUT_MINUTES)
     if values.get("timeout_seconds") is not None:
@@ -186,15 +186,16 @@ def validate_job_fields(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _check_timing(errors: dict[str, str], values: dict[str, Any]) -> None:
-    """A job fires on a schedule, once at ``run_at``, or only on demand (neither)."""
+def _check_timing(errors: dict[str, str], values: dict[str, Any], previous: dict[str, Any]) -> None:
+    """A job fires on a schedule, once at ``run_at``, or only on demand (neither). A ``run_at``
+    already in the past is refused, unless it is the one the job already had (an update)."""
     if values.get("schedule") is not None and values.get("run_at") is not None:
         errors["run_at"] = "give either schedule (recurring) or run_at (once), not both"
     run_at = values.get("run_at")
     if run_at is not None:
         if run_at.tzinfo is None:
             errors["run_at"] = "must include a timezone offset, e.g. 2026-12-01T02:00:00+00:00"
-        elif run_at < utcnow() - timedelta(seconds=5):
+        elif run_at < utcnow() - timedelta(seconds=5) and run_at != previous.get("run_at"):
             errors["run_at"] = "is in the past; use POST /api/v1/jobs/{id}/run to run a job now"
     for key in ("start_at", "end_at"):
         if values.get(key) is not None and values[key].tzinfo is None:

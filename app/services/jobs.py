@@ -7,13 +7,14 @@ from typing import Any
 from uuid import UUID
 
 from flask import current_app
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm.exc import StaleDataError
 
-from app.errors import Forbidden, InvalidInput, NotFound
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.extensions import db
 from app.models import Execution, Job
 from app.models.base import utcnow
-from app.services import access, audit, firing, masking
+from app.services import access, audit, firing, masking, secrets
 from app.services.actors import Actor
 from app.services.firing import FireResult
 from app.services.job_rules import JOB_FIELDS, validate_job_fields
@@ -50,6 +51,81 @@ def _audited_value(field: str, value: Any) -> Any:
     if field in masking.CREDENTIAL_FIELDS:
         return masking.masked_url(value)
     return audit.jsonable(value)
+
+
+#: pairs where one field is derived from the other: changing one alone re-derives its partner
+_LINKED = {"concurrent_allowed": "concurrency_policy", "concurrency_policy": "concurrent_allowed"}
+
+
+def update_job(*, actor: Actor, job_id: UUID, data: dict[str, Any], partial: bool,
+               expected_version: int | None) -> Job:
+    """Change a job: ``PUT`` (``partial`` False: every field given or its default) or ``PATCH``
+    (only the fields given). Audited with each changed field's old and new value.
+
+    Parameters:
+      expected_version: the version the caller read (``If-Match`` or the body's ``version``);
+        None skips the check.
+
+    Raises:
+      NotFound, Forbidden: as for any change to the job.
+      Conflict: the job changed since that version (the message gives the current one).
+      InvalidInput: a field breaks a rule; every bad field is named, nothing changes.
+    """
+    job = _get_editable(actor, job_id)
+    _check_version(job, expected_version)
+    unknown = set(data) - set(JOB_FIELDS)
+    if unknown:
+        raise InvalidInput({field: "unknown field" for field in unknown})
+    current = {field: getattr(job, field) for field in JOB_FIELDS}
+    if partial:
+        values = {**current, **data}
+        for field, partner in _LINKED.items():
+            if field in data and partner not in data:
+                values[partner] = None
+    else:
+        values = {**JOB_FIELDS, **data}
+    values = validate_job_fields(values, previous=current)
+    changes = {field: {"old": _audited_value(field, current[field]), "new": _audited_value(field, value)}
+               for field, value in values.items() if value != current[field]}
+    if not changes:
+        return job
+    for field, value in values.items():
+        setattr(job, field, value)
+    try:
+        db.session.flush()  # the version column makes this UPDATE conditional on the version read
+    except StaleDataError:
+        db.session.rollback()
+        raise Conflict(f"job {job_id} was changed by someone else meanwhile; read it again",
+                       current_version=db.session.get(Job, job_id).version) from None
+    audit.record(actor=actor, action="job_updated", resource_type="job", resource_id=job.id, changes=changes)
+    announce_job_change(job.id)
+    return job
+
+
+def delete_job(*, actor: Actor, job_id: UUID, expected_version: int | None) -> Job:
+    """Delete a job (``DELETE``): it becomes ``deleted`` and fires nothing more; its history stays
+    until retention; its queued runs are cancelled (running ones finish); its secrets are erased."""
+    job = _get_editable(actor, job_id)
+    _check_version(job, expected_version)
+    previous = job.status
+    job.status, job.paused_at = "deleted", None
+    cancelled = db.session.execute(
+        update(Execution).where(Execution.job_id == job.id, Execution.status == "queued")
+        .values(status="cancelled", completed_at=utcnow(), reason="the job was deleted")
+        .execution_options(synchronize_session=False)).rowcount
+    forgotten = secrets.forget_job_secrets(job_id=job.id)
+    audit.record(actor=actor, action="job_deleted", resource_type="job", resource_id=job.id,
+                 changes={"status": {"old": previous, "new": "deleted"},
+                          "queued_runs_cancelled": {"old": cancelled, "new": 0},
+                          "secrets_erased": {"old": forgotten, "new": []}})
+    announce_job_change(job.id)
+    return job
+
+
+def _check_version(job: Job, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != job.version:
+        raise Conflict(f"job {job.id} is at version {job.version}, not {expected_version}: it changed since you "
+                       "read it; read it again and reapply your change", current_version=job.version)
 
 
 def pause_job(*, actor: Actor, job_id: UUID) -> Job:

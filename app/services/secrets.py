@@ -24,7 +24,7 @@ from app.secrets.base import SECRET_NAME, SecretBackend
 from app.secrets.database import DatabaseSecretBackend
 from app.services import access, audit
 from app.services.actors import SYSTEM, Actor
-from app.services.jobs import get_job
+from app.services import jobs as job_service
 
 #: Names a job cannot use: Jobplane's own variables (``JOBPLANE_JOB_ID``…) come with this prefix.
 RESERVED_PREFIX = "JOBPLANE_"
@@ -81,7 +81,7 @@ def list_secrets(*, actor: Actor, job_id: UUID) -> list[JobSecret]:
     Raises:
       NotFound: no such job, or one the actor may not see (team viewers see their team's).
     """
-    job = get_job(actor=actor, job_id=job_id)
+    job = job_service.get_job(actor=actor, job_id=job_id)
     return list(db.session.scalars(select(JobSecret).where(JobSecret.job_id == job.id)
                                    .order_by(JobSecret.name)).all())
 
@@ -167,7 +167,7 @@ def rotate_secrets(*, actor: Actor = SYSTEM) -> int:
 
 
 def _get_editable(actor: Actor, job_id: UUID) -> Job:
-    job = get_job(actor=actor, job_id=job_id)
+    job = job_service.get_job(actor=actor, job_id=job_id)
     if not access.can_edit_job(actor, job):
         raise Forbidden("only the job's owner or an admin may change its secrets")
     return job
