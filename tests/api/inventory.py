@@ -99,13 +99,17 @@ class Call:
     url: str
     json: dict[str, Any] | None = None
     subject: str | None = None
+    headers: dict[str, str] | None = None  #: headers of the request itself (e.g. If-Match)
 
     def send(self, client: FlaskClient, headers: dict[str, str], **environ: Any):
-        return client.open(self.url, method=self.method, json=self.json, headers=headers,
-                           environ_base=environ)
+        return client.open(self.url, method=self.method, json=self.json,
+                           headers={**(self.headers or {}), **headers}, environ_base=environ)
 
     def with_json(self, json: dict[str, Any]) -> "Call":
         return replace(self, json=json)
+
+    def with_headers(self, headers: dict[str, str]) -> "Call":
+        return replace(self, headers={**(self.headers or {}), **headers})
 
     def with_subject(self, subject: str) -> "Call":
         """The same request about another object (e.g. one that does not exist)."""
@@ -319,6 +323,14 @@ def _job_call(method: str, suffix: str = "", **how: bool) -> Request:
     return Request("job", build)
 
 
+def _job_change(method: str, json: Callable[[World], dict] | None = None) -> Request:
+    """A change to a fresh job (``PUT``, ``PATCH``, ``DELETE``), with a body that changes something."""
+    def build(w: World, a: str, o: str | None) -> Call:
+        job_id = w.job(a, o, fresh=True)
+        return Call(method, f"/api/v1/jobs/{job_id}", json(w) if json else None, job_id)
+    return Request("job", build)
+
+
 def _execution_call(method: str, suffix: str = "") -> Request:
     def build(w: World, a: str, o: str | None) -> Call:
         execution_id = w.execution(a, o)
@@ -347,6 +359,12 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("POST", JOBS): Request(None, lambda w, a, o: Call("POST", JOBS, {
         **JOB, "name": f"made-by-{a}", "notification_slack_webhook": WEBHOOK})),
     ("GET", JOB_RULE): _job_call("GET"),
+    # a replacement and a change that each hold a webhook URL, which the audit row must mask
+    ("PUT", JOB_RULE): _job_change("PUT", lambda w: {
+        **JOB, "name": f"replaced-{w.number()}", "schedule": "0 3 * * *", "notification_slack_webhook": WEBHOOK}),
+    ("PATCH", JOB_RULE): _job_change("PATCH", lambda w: {
+        "description": f"changed {w.number()}", "notification_slack_webhook": WEBHOOK}),
+    ("DELETE", JOB_RULE): _job_change("DELETE"),
     ("POST", JOB_RULE + "/run"): _job_call("POST", "/run", fresh=True),
     ("POST", JOB_RULE + "/pause"): _job_call("POST", "/pause", fresh=True),
     ("POST", JOB_RULE + "/resume"): _job_call("POST", "/resume", paused=True),

@@ -33,6 +33,7 @@ class Change:
     resource_type: str
     json: dict | None = None  #: a body other than the route's usual valid one
     repeat: bool = False  #: send the request once beforehand (e.g. to replace, not create)
+    changed: tuple[str, ...] = ()  #: when given, exactly the keys of the row's ``changes``
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,27 @@ def body(json: dict) -> Callable[[Call], Call]:
     return lambda call: call.with_json(json)
 
 
+def stale(call: Call) -> Call:
+    """The request, guarded by a version the job is not at (``If-Match``)."""
+    return call.with_headers({"If-Match": '"99"'})
+
+
+def stale_body(call: Call) -> Call:
+    """The request, with a body ``version`` the job is not at."""
+    return call.with_json({**call.json, "version": 99})
+
+
+def _job_change_failures(bad: dict) -> list[Failure]:
+    """What must fail and audit nothing for PUT or PATCH of a job; ``bad`` breaks a rule."""
+    return [Failure(ON_A_TEAM_JOB, "vera", "team", 403), Failure(ON_A_FOREIGN_JOB, "bob", "foreign", 404),
+            Failure("a missing job", "admin", "foreign", 404, missing),
+            Failure("a bad field", "alice", "own", 422, lambda c: c.with_json({**c.json, **bad})),
+            Failure("an unknown field", "alice", "own", 422, lambda c: c.with_json({**c.json, "owner_id": MISSING_ID})),
+            Failure("a stale If-Match", "alice", "own", 409, stale),
+            Failure("a stale body version", "alice", "own", 409, stale_body),
+            Failure("a malformed If-Match", "alice", "own", 422, lambda c: c.with_headers({"If-Match": "v1"}))]
+
+
 def _test_notification(job_id: str) -> Call:
     return Call("POST", f"/api/v1/jobs/{job_id}/notifications/test", subject=job_id)
 
@@ -76,6 +98,23 @@ AUDITED: dict[tuple[str, str], Audited] = {
         [Failure("a team viewer", "vera", None, 403),
          Failure("a bad schedule", "alice", None, 422, lambda c: c.with_json({**c.json, "schedule": "61 * * * *"})),
          Failure("an unknown field", "alice", None, 422, lambda c: c.with_json({**c.json, "owner_id": MISSING_ID}))]),
+    ("PUT", JOB_RULE): Audited(
+        [Change("alice", "own", "job_updated", "job",
+                changed=("name", "schedule", "notification_slack_webhook")),
+         Change("admin", "foreign", "job_updated", "job",
+                changed=("name", "schedule", "notification_slack_webhook"))],
+        _job_change_failures({"schedule": "61 * * * *"})),
+    ("PATCH", JOB_RULE): Audited(
+        [Change("alice", "own", "job_updated", "job", changed=("description", "notification_slack_webhook")),
+         Change("admin", "foreign", "job_updated", "job", changed=("description", "notification_slack_webhook"))],
+        _job_change_failures({"timeout_minutes": 0})),
+    ("DELETE", JOB_RULE): Audited(
+        [Change("alice", "own", "job_deleted", "job", changed=("status", "queued_runs_cancelled", "secrets_erased")),
+         Change("admin", "foreign", "job_deleted", "job")],
+        [Failure(ON_A_TEAM_JOB, "vera", "team", 403), Failure(ON_A_FOREIGN_JOB, "bob", "foreign", 404),
+         Failure("a missing job", "admin", "foreign", 404, missing),
+         Failure("a stale If-Match", "alice", "own", 409, stale),
+         Failure("a malformed If-Match", "alice", "own", 422, lambda c: c.with_headers({"If-Match": "v1"}))]),
     ("POST", JOB_RULE + "/run"): Audited(
         [Change("alice", "own", "job_executed", "job"), Change("admin", "foreign", "job_executed", "job")],
         [Failure(ON_A_TEAM_JOB, "vera", "team", 403), Failure(ON_A_FOREIGN_JOB, "bob", "foreign", 404),
@@ -203,6 +242,8 @@ def test_a_change_writes_exactly_one_audit_row(world, route):
         assert (str(row.user_id), row.email) == (world.ids[change.actor], _email(change.actor))
         assert (row.ip_address, row.user_agent, row.request_id) == (IP_ADDRESS, USER_AGENT, request_id)
         assert row.row_hash and row.prev_hash is not None
+        if change.changed:
+            assert sorted(row.changes) == sorted(change.changed), (change, row.changes)
     # And no row of the audit log holds a secret value
     _no_secret_in_the_audit_log(world)
 
