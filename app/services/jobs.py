@@ -91,12 +91,7 @@ def update_job(*, actor: Actor, job_id: UUID, data: dict[str, Any], partial: boo
         return job
     for field, value in values.items():
         setattr(job, field, value)
-    try:
-        db.session.flush()  # the version column makes this UPDATE conditional on the version read
-    except StaleDataError:
-        db.session.rollback()
-        raise Conflict(f"job {job_id} was changed by someone else meanwhile; read it again",
-                       current_version=db.session.get(Job, job_id).version) from None
+    _flush_or_conflict(job_id)
     audit.record(actor=actor, action="job_updated", resource_type="job", resource_id=job.id, changes=changes)
     announce_job_change(job.id)
     return job
@@ -109,6 +104,7 @@ def delete_job(*, actor: Actor, job_id: UUID, expected_version: int | None) -> J
     _check_version(job, expected_version)
     previous = job.status
     job.status, job.paused_at = "deleted", None
+    _flush_or_conflict(job_id)
     cancelled = db.session.execute(
         update(Execution).where(Execution.job_id == job.id, Execution.status == "queued")
         .values(status="cancelled", completed_at=utcnow(), reason="the job was deleted")
@@ -126,6 +122,21 @@ def _check_version(job: Job, expected_version: int | None) -> None:
     if expected_version is not None and expected_version != job.version:
         raise Conflict(f"job {job.id} is at version {job.version}, not {expected_version}: it changed since you "
                        "read it; read it again and reapply your change", current_version=job.version)
+
+
+def _flush_or_conflict(job_id: UUID) -> None:
+    """Write the job's change now: the version column makes its UPDATE conditional on the version
+    read, so a change committed by someone else since then is a conflict, not a lost update.
+
+    Raises:
+      Conflict: the job changed meanwhile (the message gives its current version).
+    """
+    try:
+        db.session.flush()
+    except StaleDataError:
+        db.session.rollback()
+        raise Conflict(f"job {job_id} was changed by someone else meanwhile; read it again and reapply "
+                       "your change", current_version=db.session.get(Job, job_id).version) from None
 
 
 def pause_job(*, actor: Actor, job_id: UUID) -> Job:
