@@ -149,6 +149,7 @@ def pause_job(*, actor: Actor, job_id: UUID) -> Job:
     if job.status == "disabled":
         return job
     job.status, job.paused_at = "disabled", utcnow()
+    _flush_or_conflict(job_id)
     audit.record(actor=actor, action="job_paused", resource_type="job", resource_id=job.id,
                  changes={"status": {"old": "active", "new": "disabled"}})
     announce_job_change(job.id)
@@ -168,6 +169,7 @@ def resume_job(*, actor: Actor, job_id: UUID) -> tuple[Job, FireResult]:
         return job, FireResult()
     paused_at = job.paused_at
     job.status, job.paused_at = "active", None
+    _flush_or_conflict(job_id)
     audit.record(actor=actor, action="job_resumed", resource_type="job", resource_id=job.id,
                  changes={"status": {"old": "disabled", "new": "active"}})
     announce_job_change(job.id)

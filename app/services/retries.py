@@ -22,7 +22,8 @@ def delay_before(job: Job, attempt: int) -> timedelta:
 
 
 def will_retry(job: Job, execution: Execution, outcome: str) -> bool:
-    return outcome in (job.retry_on or ()) and execution.attempt <= job.max_retries
+    """A deleted job is retried no more: it fires nothing once deleted."""
+    return job.status != "deleted" and outcome in (job.retry_on or ()) and execution.attempt <= job.max_retries
 
 
 def schedule_retry(*, job: Job, execution: Execution, outcome: str, now: datetime) -> Execution | None:

@@ -595,3 +595,18 @@ def test_patch_run_at_is_compared_as_an_instant(app, client, admin):
     response = client.patch(url(job["id"]), json={"run_at": when.isoformat()}, headers=admin)
     assert response.status_code == 200 and response.json["version"] == 1
     assert [action for action, _ in audit_rows(app, job["id"])] == ["job_created"]
+
+
+def test_a_run_of_a_deleted_job_that_fails_is_not_retried(app):
+    from datetime import datetime, timezone
+
+    from app.models import Execution, Job
+    from app.services import retries
+
+    with app.app_context():
+        job = Job(id=__import__("uuid").uuid4(), name="gone", job_type="bash", script="exit 1", status="deleted",
+                  owner_id=None, max_retries=3, retry_on=["failed"])
+        execution = Execution(job_id=job.id, attempt=1, status="failed", scheduled_for=datetime.now(timezone.utc))
+        assert not retries.will_retry(job, execution, "failed")
+        job.status = "active"
+        assert retries.will_retry(job, execution, "failed")
