@@ -6,9 +6,12 @@ the leader's recovery is ``sweeper``.  Messages are always sent after the commit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, LargeBinary, case, cast, func, select, update
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.extensions import db
@@ -94,6 +97,130 @@ def read_log(*, execution_id: UUID, offset: int = 0, limit: int | None = None) -
                                 .order_by(ExecutionLogChunk.seq)).all()
     text = "".join(chunks)
     return text[offset:] if limit is None else text[offset:offset + limit]
+
+
+#: ``GET /executions/{id}/log``: bytes returned when no limit is given, and the most at once.
+LOG_RANGE_DEFAULT_BYTES = 1024 * 1024
+LOG_RANGE_MAX_BYTES = 10 * 1024 * 1024
+#: The longest UTF-8 character: a range at least this long always holds a whole one, so reading
+#: on from its end always moves forward.
+LOG_RANGE_MIN_BYTES = 4
+
+
+@dataclass(frozen=True)
+class LogRange:
+    """A byte range of an execution's stored log, cut on character boundaries."""
+
+    data: bytes  #: UTF-8, whole characters only
+    start: int  #: byte offset of ``data`` in the log
+    size: int  #: bytes in the stored log so far
+    truncated: bool  #: the log reached LOG_CAP_BYTES: the rest of the run's output was not kept
+
+    @property
+    def next_offset(self) -> int:
+        """Where to read on from: nothing is skipped or read twice."""
+        return self.start + len(self.data)
+
+
+def read_log_range(*, actor: Actor, execution_id: UUID, offset: int | None = None, limit: int | None = None,
+                   tail: int | None = None) -> LogRange:
+    """A part of the execution's stored log, by byte position (``GET /executions/{id}/log``).
+
+    Bytes ``offset`` (default 0) to ``offset + limit`` (default 1 MiB, at most 10 MiB); or, with
+    ``tail``, the last ``tail`` bytes. An offset past the end gives no bytes, and the end as
+    ``next_offset``: how a follower of a running execution waits for more.
+
+    A range never splits a UTF-8 character: a start inside one moves forward to the next
+    character, an end inside one moves back before it, so a range may hold up to 3 bytes fewer
+    at each end than asked, and reading on from ``next_offset`` misses and repeats nothing.
+
+    Only the chunks overlapping the range are read, and only the bytes of them inside it (the
+    database slices them), so memory stays within ``limit`` however large the log is.
+
+    Raises:
+      NotFound: no execution the actor may see.
+      InvalidInput: a negative offset; a limit or tail out of range; tail with offset or limit.
+    """
+    _check_log_range(offset, limit, tail)
+    execution = get_execution(actor=actor, execution_id=execution_id)
+    size = _log_size(execution_id)
+    if tail is not None:
+        start, end = max(size - tail, 0), size
+    else:
+        start = min(offset or 0, size)
+        end = min(start + (limit or LOG_RANGE_DEFAULT_BYTES), size)
+    first = start
+    # one byte past the end tells whether the end falls inside a character
+    raw = _log_bytes(execution_id, first, min(end + 1, size))
+    while start < end and _continues_character(raw[start - first]):
+        start += 1
+    while end > start and end < size and _continues_character(raw[end - first]):
+        end -= 1
+    return LogRange(data=raw[start - first:end - first], start=start, size=size,
+                    truncated=execution.log_truncated)
+
+
+def _check_log_range(offset: int | None, limit: int | None, tail: int | None) -> None:
+    if tail is not None and (offset is not None or limit is not None):
+        raise InvalidInput({"tail": "give either tail (the last bytes) or offset and limit, not both"})
+    if offset is not None and offset < 0:
+        raise InvalidInput({"offset": "must be 0 or more: the byte position to read from"})
+    if limit is not None and not LOG_RANGE_MIN_BYTES <= limit <= LOG_RANGE_MAX_BYTES:
+        raise InvalidInput({"limit": f"must be {LOG_RANGE_MIN_BYTES} to {LOG_RANGE_MAX_BYTES} bytes; read a "
+                                     "larger log in parts, from each response's X-Next-Offset"})
+    if tail is not None and not 1 <= tail <= LOG_RANGE_MAX_BYTES:
+        raise InvalidInput({"tail": f"must be 1 to {LOG_RANGE_MAX_BYTES} bytes"})
+
+
+def _continues_character(byte: int) -> bool:
+    """A UTF-8 continuation byte (10xxxxxx): not where a character starts."""
+    return byte & 0xC0 == 0x80
+
+
+class _utf8(FunctionElement):
+    """The UTF-8 bytes of a text expression, to measure and slice it by bytes rather than characters."""
+
+    type = LargeBinary()
+    inherit_cache = True
+
+
+@compiles(_utf8)
+def _utf8_sqlite(element, compiler, **kw):
+    return f"CAST({compiler.process(element.clauses, **kw)} AS BLOB)"
+
+
+@compiles(_utf8, "postgresql")
+def _utf8_postgresql(element, compiler, **kw):
+    # not CAST(... AS bytea): that parses backslashes in the text as escapes
+    return f"convert_to({compiler.process(element.clauses, **kw)}, 'UTF8')"
+
+
+def _log_size(execution_id: UUID) -> int:
+    """Bytes stored so far: where the last chunk ends."""
+    last = db.session.execute(
+        select(ExecutionLogChunk.offset, func.length(_utf8(ExecutionLogChunk.data)))
+        .where(ExecutionLogChunk.execution_id == execution_id)
+        .order_by(ExecutionLogChunk.seq.desc()).limit(1)).first()
+    return 0 if last is None else last[0] + last[1]
+
+
+def _log_bytes(execution_id: UUID, start: int, stop: int) -> bytes:
+    """Bytes ``start`` to ``stop`` of the log: the overlapping part of each chunk that overlaps."""
+    if stop <= start:
+        return b""
+    chunk = ExecutionLogChunk
+    # the chunk holding byte ``start`` is the last one to begin at or before it
+    first_offset = (select(func.max(chunk.offset))
+                    .where(chunk.execution_id == execution_id, chunk.offset <= start).scalar_subquery())
+    skip = case((chunk.offset < start, start - chunk.offset), else_=0)
+    piece = func.substr(_utf8(chunk.data), cast(skip + 1, Integer), cast(stop - chunk.offset - skip, Integer),
+                        type_=LargeBinary)
+    pieces = db.session.scalars(
+        select(piece)
+        .where(chunk.execution_id == execution_id, chunk.offset >= func.coalesce(first_offset, 0),
+               chunk.offset < stop)
+        .order_by(chunk.seq)).all()
+    return b"".join(bytes(p) for p in pieces)
 
 
 def cancel_execution(*, actor: Actor, execution_id: UUID) -> Execution:

@@ -372,6 +372,7 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("GET", JOB_RULE + "/notifications"): _job_call("GET", "/notifications"),
     ("POST", JOB_RULE + "/notifications/test"): _job_call("POST", "/notifications/test", notified=True),
     ("GET", EXECUTION_RULE): _execution_call("GET"),
+    ("GET", EXECUTION_RULE + "/log"): _execution_call("GET", "/log"),
     ("POST", EXECUTION_RULE + "/cancel"): _execution_call("POST", "/cancel"),
     ("GET", JOB_RULE + "/secrets"): _job_call("GET", "/secrets"),
     ("PUT", JOB_RULE + "/secrets/<string:name>"): Request("job", _put_secret),

@@ -90,6 +90,7 @@ MATRIX: dict[tuple[str, str], dict] = {
     ("GET", JOB_RULE + "/notifications"): job_readers(200),
     ("POST", JOB_RULE + "/notifications/test"): job_changers(202),
     ("GET", EXECUTION_RULE): job_readers(200),
+    ("GET", EXECUTION_RULE + "/log"): job_readers(200),
     ("POST", EXECUTION_RULE + "/cancel"): job_changers(200),
     ("GET", JOB_RULE + "/secrets"): job_readers(200),
     ("PUT", JOB_RULE + "/secrets/<string:name>"): job_changers(201),
