@@ -167,6 +167,9 @@ SETTINGS: tuple[Setting, ...] = (
             "a web session ends this long after sign-in (spec: 60 minutes)"),
     Setting("LOGIN_RATE_LIMIT", "10 per minute", _parse_str,
             "sign-in attempts allowed per client address (Flask-Limiter syntax)"),
+    Setting("API_RATE_LIMIT", "100 per minute", _parse_str,
+            "API requests allowed per user, all routes together (spec: 100 per minute; Flask-Limiter syntax, "
+            "e.g. '1000 per hour'); a request with no valid token counts against its client address"),
     Setting("AUDIT_RETENTION_DAYS", 90, _parse_int,
             "audit rows older than this are pruned by the scheduler leader (the chain stays verifiable)"),
     Setting("SMTP_HOST", None, _parse_str, "notifications: SMTP relay host (unset = no email notifications)"),
@@ -263,6 +266,8 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
     if values.get("SECRETS_BACKEND") == "azure-keyvault" and not values.get("KEYVAULT_URL"):
         raise ConfigError("JOBPLANE_SECRETS_BACKEND is azure-keyvault but JOBPLANE_KEYVAULT_URL is not set; set "
                           "it to your vault, e.g. https://myvault.vault.azure.net")
+    for key in ("LOGIN_RATE_LIMIT", "API_RATE_LIMIT"):
+        _check_rate_limit(key, values.get(key))
     _check_oidc(values)
     if not values["PYTHON"]:
         values["PYTHON"] = _default_python()
@@ -273,6 +278,17 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")
     values["SQLALCHEMY_IS_SQLITE"] = values["DATABASE_URL"].startswith("sqlite")
     return values
+
+
+def _check_rate_limit(key: str, value: Any) -> None:
+    """A malformed limit stops start-up here, not at the first request it would have limited."""
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"JOBPLANE_{key} must be a rate limit such as '100 per minute' or '10/second', "
+                          f"got {value!r}") from None
 
 
 def _check_oidc(values: dict[str, Any]) -> None:

@@ -49,3 +49,9 @@ class Conflict(JobplaneError):
     def __init__(self, message: str, *, current_version: int | None = None):
         super().__init__(message)
         self.current_version = current_version
+
+
+class TooManyRequests(JobplaneError):
+    """The caller has spent their request budget for now; the response says when to come back."""
+
+    status_code = 429

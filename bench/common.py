@@ -555,7 +555,9 @@ class JobplaneBench:
         self.settings = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
                          "SECRET_KEY": "bench-secret-key", "ENV": "test", "QUEUE_NAMESPACE": self.namespace,
                          "RUN_DIR": str(self.work_dir / "runs"), "LOG_LEVEL": log_level,
-                         "SCHEDULER_LOCK_ID": SCHEDULER_LOCK_ID, **settings}
+                         "SCHEDULER_LOCK_ID": SCHEDULER_LOCK_ID,
+                         # benches drive the API as fast as they can: the per-user limit would throttle them
+                         "API_RATE_LIMIT": "1000000 per minute", **settings}
         self.engine_options = engine_options or {}
         self.engine = None
         self.app = None

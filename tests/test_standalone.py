@@ -40,7 +40,9 @@ class Standalone:
 
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPLANE_")}
-        env.update(JOBPLANE_PORT=str(self.port), JOBPLANE_BOOTSTRAP_ADMIN_TOKEN=TOKEN)
+        # the tests poll the API ten times a second, more than the default per-user limit allows
+        env.update(JOBPLANE_PORT=str(self.port), JOBPLANE_BOOTSTRAP_ADMIN_TOKEN=TOKEN,
+                   JOBPLANE_API_RATE_LIMIT="6000 per minute")
         self.log = self.directory / f"standalone-{self.runs}.log"
         self.runs += 1
         with open(self.log, "wb") as handle:

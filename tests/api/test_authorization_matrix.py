@@ -204,10 +204,13 @@ def test_without_a_valid_token_every_route_is_401(world):
         calls.append(request.build(world, "admin", world.ownerships(request.kind, "admin")[0]))
     before = world.audit_count()
     failures = []
+    # Each kind of credentials from an address of its own: failed authentications count against
+    # their address's API rate limit, and this test makes more of them than one address may.
+    addresses = {what: f"192.0.2.{n}" for n, what in enumerate(credentials, start=1)}
     for call in calls:
         for what, headers in credentials.items():
             # When the route is called with them
-            response = call.send(world.client, headers)
+            response = call.send(world.client, headers, REMOTE_ADDR=addresses[what])
             # Then it is refused as unauthenticated, with a hint, before anything else is looked at
             if response.status_code != 401 or "Bearer" not in response.headers.get("WWW-Authenticate", ""):
                 failures.append(f"{what}: {call.method} {call.url}: {response.status_code}")
