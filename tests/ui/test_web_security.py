@@ -105,7 +105,7 @@ def test_sign_in_attempts_are_rate_limited_per_address(settings, live_server):
 
 # --- live log websockets ------------------------------------------------------------------------
 
-def _finished_execution(app, owner: Actor) -> Execution:
+def _finished_execution(owner: Actor) -> Execution:
     job = make_job(owner, name="ws-job")
     now = datetime.now(timezone.utc)
     execution = Execution(job_id=job.id, status="success", scheduled_for=now, triggered_by="manual",
@@ -152,7 +152,7 @@ def ws_setup(live_server):
         owner, owner_token = make_user("owner@example.test", "job_creator", team.id)
         _, viewer_token = make_user("viewer@example.test", "team_viewer", team.id)
         _, outsider_token = make_user("outsider@example.test", "team_viewer", other.id)
-        execution = _finished_execution(server.app, Actor(user=owner))
+        execution = _finished_execution(Actor(user=owner))
         db.session.commit()
     return server, execution.id, {"owner": owner_token, "viewer": viewer_token, "outsider": outsider_token}
 
