@@ -192,6 +192,16 @@ def _replay_pause(job: Job, paused_at) -> FireResult:
     return result
 
 
+def get_editable_job(*, actor: Actor, job_id: UUID) -> Job:
+    """The job, if the actor may change it (the edit form asks before showing anything).
+
+    Raises:
+      NotFound: as ``get_job``.
+      Forbidden: the actor may see the job but not change it.
+    """
+    return _get_editable(actor, job_id)
+
+
 def _get_editable(actor: Actor, job_id: UUID) -> Job:
     job = get_job(actor=actor, job_id=job_id)
     if not access.can_edit_job(actor, job):
