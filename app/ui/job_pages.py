@@ -84,7 +84,7 @@ def show_job(job_id: UUID):
 @signed_in
 def run_job(job_id: UUID):
     execution = executions.trigger_manual_run(actor=current_actor(), job_id=job_id)
-    return redirect(url_for("executions.show_execution", execution_id=execution.id), 303)
+    return redirect(url_for("execution_pages.show_execution", execution_id=execution.id), 303)
 
 
 @bp.post("/<uuid:job_id>/pause")
