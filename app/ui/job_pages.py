@@ -9,14 +9,14 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from app.errors import Conflict, Forbidden, InvalidInput
 from app.models.execution import EXECUTION_STATUSES
-from app.services import access, executions, job_overview, jobs, notifications, secrets
+from app.services import access, executions, job_overview, jobs, notifications, schedules, secrets
 from app.ui.views import current_actor, signed_in
 
 bp = Blueprint("job_pages", __name__, url_prefix="/jobs")
 
 PAGE_SIZE = 25
 HISTORY_PAGE_SIZE = 20
-JOB_STATUSES = ("active", "paused")
+JOB_STATUSES = ("active", "disabled")
 SORTS = {"name": "Name", "-created_at": "Newest", "created_at": "Oldest", "-updated_at": "Recently changed",
          "status": "Status", "job_type": "Type"}
 
@@ -76,6 +76,7 @@ def show_job(job_id: UUID):
     return render_template(
         "jobs/show.html", can_edit=can_edit, can_run=access.can_run_job(actor, job),
         next_fire=job_overview.next_fire_time(job),
+        schedule_description=schedules.describe(job.schedule) if job.schedule else None,
         secret_names=secrets.list_secret_names(actor=actor, job_id=job_id) if can_edit else [],
         deliveries=notifications.list_for_job(actor=actor, job_id=job_id, limit=10), **context)
 

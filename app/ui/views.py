@@ -84,7 +84,13 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {minutes} min"
 
 
+def job_state(status: str) -> str:
+    """A job's status as people say it: the spec's ``disabled`` is a paused job."""
+    return "paused" if status == "disabled" else status
+
+
 def install(app: Flask) -> None:
     app.jinja_env.globals.update(current_viewer=_current_viewer, nav_items=_nav_items)
     app.jinja_env.filters["timestamp"] = timestamp
     app.jinja_env.filters["duration"] = duration
+    app.jinja_env.filters["job_state"] = job_state
