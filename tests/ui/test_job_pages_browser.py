@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from app.extensions import db
@@ -67,7 +68,7 @@ def test_create_a_job_through_the_form_run_it_and_watch_its_log_live(server, pag
 
     # When the schedule is fixed (a preset), the helper describes it and lists five fire times
     page.click("text=Weekdays 09:00")
-    page.wait_for_function("document.querySelectorAll('#next-fires li').length === 5")
+    page.wait_for_selector("#next-fires li:nth-child(5)")
     assert "At 09:00, Monday through Friday" in page.text_content("#cron-description")
     screenshot(page, "job-form")
     page.click("#save-job")
@@ -85,8 +86,7 @@ def test_create_a_job_through_the_form_run_it_and_watch_its_log_live(server, pag
         "el => getComputedStyle(el).color")
     assert "[32m" not in page.text_content("#log-output")
     # Then the status turns to success with every line shown once
-    page.wait_for_function("document.querySelector('#execution-status').textContent.trim() === 'success'",
-                           timeout=30_000)
+    expect(page.locator("#execution-status")).to_have_text("success", timeout=30_000)
     log = page.text_content("#log-output")
     assert [log.count(f"line {i}") for i in (1, 2, 3)] == [1, 1, 1]
     screenshot(page, "execution-page")
@@ -103,8 +103,7 @@ def test_a_failing_job_shows_its_error_on_its_pages(server, page):
     _sign_in(page, server)
     page.goto(f"{server.url}/jobs/{job_id}")
     page.click("#run-now")
-    page.wait_for_function("document.querySelector('#execution-status').textContent.trim() === 'failed'",
-                           timeout=30_000)
+    expect(page.locator("#execution-status")).to_have_text("failed", timeout=30_000)
     assert "warehouse refused the login" in page.text_content("body")
     page.goto(f"{server.url}/jobs/{job_id}")
     row = page.locator("#history-table tbody tr").first
