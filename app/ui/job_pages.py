@@ -88,19 +88,17 @@ def run_job(job_id: UUID):
     return redirect(url_for("execution_pages.show_execution", execution_id=execution.id), 303)
 
 
-@bp.post("/<uuid:job_id>/pause")
-@signed_in
-def pause_job(job_id: UUID):
-    jobs.pause_job(actor=current_actor(), job_id=job_id)
-    flash("Paused: the job fires nothing until you resume it.", "success")
-    return redirect(url_for(".show_job", job_id=job_id), 303)
+#: the pause and resume buttons: the service each calls and what the page says after
+_SWITCHES = {"pause": (jobs.pause_job, "Paused: the job fires nothing until you resume it."),
+             "resume": (jobs.resume_job, "Resumed: the job fires on its schedule again.")}
 
 
-@bp.post("/<uuid:job_id>/resume")
+@bp.post("/<uuid:job_id>/<any(pause, resume):switch>")
 @signed_in
-def resume_job(job_id: UUID):
-    jobs.resume_job(actor=current_actor(), job_id=job_id)
-    flash("Resumed: the job fires on its schedule again.", "success")
+def switch_job(job_id: UUID, switch: str):
+    change, message = _SWITCHES[switch]
+    change(actor=current_actor(), job_id=job_id)
+    flash(message, "success")
     return redirect(url_for(".show_job", job_id=job_id), 303)
 
 
