@@ -230,8 +230,8 @@ def list_jobs(*, actor: Actor, limit: int = 100, offset: int = 0, status: str | 
       owner_id, team_id: only the jobs of this owner, of this team (see ``owner_id_for``).
       search: a part of the name, in any case.
       job_type: ``python`` or ``bash``.
-      sort: one of JOB_SORT_FIELDS, ``-`` first for descending; ties are broken by id in the same
-        direction, so pages never repeat or skip a job.
+      sort: one of JOB_SORT_FIELDS, ``-`` first for descending (names in any case); ties are broken
+        by id in the same direction, so pages never repeat or skip a job.
 
     Raises:
       InvalidInput: an unknown status, job type or sort field (the message lists the allowed ones),
@@ -244,7 +244,9 @@ def list_jobs(*, actor: Actor, limit: int = 100, offset: int = 0, status: str | 
         errors["job_type"] = f"unknown job type {job_type!r}; use one of {', '.join(JOB_TYPES)}"
     if search is not None and len(search) > SEARCH_MAX_LENGTH:
         errors["q"] = f"at most {SEARCH_MAX_LENGTH} characters: a part of the job's name"
-    order = sort_order(sort, {field: getattr(Job, field) for field in JOB_SORT_FIELDS}, Job.id, errors)
+    # names in any case together, as people read them ("backup" before "Nightly")
+    columns = {field: func.lower(Job.name) if field == "name" else getattr(Job, field) for field in JOB_SORT_FIELDS}
+    order = sort_order(sort, columns, Job.id, errors)
     if errors:
         raise InvalidInput(errors)
     query = access.visible_jobs(actor, select(Job).where(Job.status != "deleted"))
