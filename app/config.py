@@ -173,7 +173,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUDIT_RETENTION_DAYS", 90, _parse_int,
             "audit rows older than this are pruned by the scheduler leader (the chain stays verifiable)"),
     Setting("IDEMPOTENCY_TTL_HOURS", 24, _parse_int,
-            "an Idempotency-Key is remembered this long after its request (then pruned by the scheduler leader)"),
+            "an Idempotency-Key is remembered this long after its request (then pruned by the scheduler "
+            "leader)"),
     Setting("SMTP_HOST", None, _parse_str, "notifications: SMTP relay host (unset = no email notifications)"),
     Setting("SMTP_PORT", 587, _parse_int, "notifications: SMTP port"),
     Setting("SMTP_USERNAME", None, _parse_str, "notifications: SMTP user name (unset = no authentication)"),
