@@ -16,7 +16,7 @@ from app.errors import Conflict, InvalidInput
 from app.services import access, jobs, schedules, secrets
 from app.ui import job_form
 from app.ui.job_pages import bp
-from app.ui.views import current_actor, signed_in
+from app.ui.views import current_actor, explain, signed_in
 
 
 @lru_cache(maxsize=1)
@@ -102,8 +102,7 @@ def set_secret(job_id: UUID):
         _, created = secrets.set_secret(actor=current_actor(), job_id=job_id, name=name,
                                         value=request.form.get("value", ""))
     except InvalidInput as error:
-        flash("Secret not saved: " + "; ".join(f"{field} {', '.join(msgs)}" for field, msgs in error.errors.items()),
-              "error")
+        flash(f"Secret not saved: {explain(error)}", "error")
     else:
         flash(f"Secret {name} {'added' if created else 'replaced'}; its value is never shown again.", "success")
     return redirect(url_for(".show_job", job_id=job_id, _anchor="secrets"), 303)

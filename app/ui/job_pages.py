@@ -9,13 +9,15 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from app.errors import Conflict, Forbidden, InvalidInput
 from app.models.execution import EXECUTION_STATUSES
-from app.services import access, executions, job_overview, jobs, notifications, schedules, secrets
-from app.ui.views import current_actor, signed_in
+from app.services import access, executions, job_metrics, job_overview, jobs, notifications, schedules, secrets
+from app.ui.views import current_actor, explain, signed_in
 
 bp = Blueprint("job_pages", __name__, url_prefix="/jobs")
 
 PAGE_SIZE = 25
 HISTORY_PAGE_SIZE = 20
+#: the window of the job page's figures and charts
+METRICS_DAYS = 30
 JOB_STATUSES = ("active", "disabled")
 SORTS = {"name": "Name", "-created_at": "Newest", "created_at": "Oldest", "-updated_at": "Recently changed",
          "status": "Status", "job_type": "Type"}
@@ -34,10 +36,9 @@ def list_jobs():
                "sort": request.args.get("sort") or "-created_at"}
     page = _page_number()
     try:
-        given = {key: value for key, value in filters.items() if value and (key, value) != ("sort", "-created_at")}
-        rows, total = jobs.list_jobs(actor=current_actor(), limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **given)
+        rows, total = jobs.list_jobs(actor=current_actor(), limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **filters)
     except InvalidInput as error:  # a hand-edited URL: show the list unfiltered, say why
-        flash(error.message, "error")
+        flash(f"Filters ignored: {explain(error)}", "error")
         rows, total = jobs.list_jobs(actor=current_actor(), limit=PAGE_SIZE, offset=0)
         page = 1
     context = dict(rows=rows, total=total, page=page, pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1),
@@ -75,6 +76,7 @@ def show_job(job_id: UUID):
     can_edit = access.can_edit_job(actor, job)
     return render_template(
         "jobs/show.html", can_edit=can_edit, can_run=access.can_run_job(actor, job),
+        metrics=job_metrics.job_metrics(actor=actor, job_id=job_id, days=METRICS_DAYS),
         next_fire=job_overview.next_fire_time(job),
         schedule_description=schedules.describe(job.schedule) if job.schedule else None,
         secret_names=secrets.list_secret_names(actor=actor, job_id=job_id) if can_edit else [],
@@ -121,7 +123,7 @@ def test_notification(job_id: UUID):
     try:
         sent = notifications.send_test(actor=current_actor(), job_id=job_id)
     except InvalidInput as error:
-        flash(f"No test sent: {error.message}", "error")
+        flash(f"No test sent: {explain(error)}", "error")
     else:
         channels = ", ".join(sorted({row.channel for row in sent}))
         flash(f"Test notification queued for {channels}; its delivery shows below.", "success")

@@ -13,6 +13,7 @@ from typing import Callable
 from flask import Flask, current_app, g, redirect, request, url_for
 from markupsafe import Markup, escape
 
+from app.errors import InvalidInput
 from app.services.actors import Actor
 from app.ui.web_auth import web_actor
 
@@ -82,6 +83,11 @@ def duration(seconds: float | None) -> str:
         return f"{minutes} min {rest} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+def explain(error: InvalidInput) -> str:
+    """Every field an error names and what is wrong with it, in one line for a flash message."""
+    return "; ".join(f"{field}: {', '.join(messages)}" for field, messages in error.errors.items())
 
 
 def job_state(status: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import AuditLog, Job, JobSecret, Notification, Team
+from app.models import AuditLog, Execution, Job, JobSecret, Notification, Team
 from app.services.actors import Actor
 from tests.conftest import ADMIN_TOKEN
 from tests.secrets.helpers import make_job, make_user
@@ -226,7 +226,7 @@ def test_secrets_are_set_and_removed_and_their_values_never_shown(app, as_admin)
     page = as_admin.get(f"/jobs/{job_id}")
     assert "DB_PASSWORD" in page.text and "hunter2-xyz" not in page.text
     bad = as_admin.post(f"/jobs/{job_id}/secrets", {"name": "not a name", "value": "x"}, follow_redirects=True)
-    assert "Secret not saved: name" in bad.text
+    assert "Secret not saved: name: " in bad.text
     as_admin.post(f"/jobs/{job_id}/secrets/DB_PASSWORD/delete")
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(JobSecret)) == 0
@@ -249,3 +249,49 @@ def test_a_test_notification_needs_a_channel_and_is_queued_for_each(app, as_admi
 def test_pages_of_unknown_jobs_are_html_404s(app, as_admin):
     missing = as_admin.get("/jobs/00000000-0000-0000-0000-000000000000", headers={"Accept": "text/html"})
     assert missing.status_code == 404 and 'id="error-page"' in missing.text
+
+
+def test_the_job_list_filters_sorts_and_pages_as_the_api_does(app, as_admin):
+    # Given 27 jobs: 26 bash "etl-NN" and one paused python "zeta"
+    for number in range(26):
+        as_admin.post("/jobs/new", {**FORM, "name": f"etl-{number:02d}"})
+    as_admin.post("/jobs/new", {**FORM, "name": "zeta", "job_type": "python", "script": "print(1)"})
+    with app.app_context():
+        zeta = db.session.scalar(select(Job).where(Job.name == "zeta"))
+    as_admin.post(f"/jobs/{zeta.id}/pause")
+    # Then the first page holds 25, sorted by name, and says how many there are
+    first = as_admin.get("/jobs", query_string={"sort": "name"})
+    names = re.findall(r'<td><a href="/jobs/[0-9a-f-]+">([^<]+)</a></td>', first.text)
+    assert names == [f"etl-{n:02d}" for n in range(25)] and "27 jobs · page 1 of 2" in first.text
+    second = as_admin.get("/jobs", query_string={"sort": "name", "page": 2})
+    assert re.findall(r'<td><a href="/jobs/[0-9a-f-]+">([^<]+)</a></td>', second.text) == ["etl-25", "zeta"]
+    # filters: name search, status (paused), type; an HTMX request gets only the table
+    found = as_admin.get("/jobs", query_string={"q": "ETL-1"}, headers={"HX-Request": "true", "HX-Target": "job-table"})
+    assert "<html" not in found.text and len(re.findall(r'href="/jobs/[0-9a-f-]+">etl-1\d<', found.text)) == 10
+    paused = as_admin.get("/jobs", query_string={"status": "disabled"})
+    assert ">zeta<" in paused.text and "etl-" not in paused.text and ">paused<" in paused.text
+    assert ">zeta<" in as_admin.get("/jobs", query_string={"job_type": "python"}).text
+    # a hand-made bad sort is explained, and the list still shows
+    bad = as_admin.get("/jobs", query_string={"sort": "colour"})
+    assert bad.status_code == 200 and "unknown sort field" in bad.text, bad.text[bad.text.find("<main"):][:500]
+    assert ">zeta<" in bad.text  # newest first, the default order
+
+
+def test_the_job_page_shows_its_figures_and_charts(app, as_admin):
+    # Given a job with three finished runs today: two successes (10 s and 30 s) and a failure
+    as_admin.post("/jobs/new", FORM)
+    with app.app_context():
+        job = db.session.scalar(select(Job))
+        now = datetime.now(ZoneInfo("UTC"))
+        for minute, (status, seconds) in enumerate((("success", 10.0), ("success", 30.0), ("failed", 20.0))):
+            fired = now.replace(hour=0, minute=minute)
+            db.session.add(Execution(job_id=job.id, status=status, scheduled_for=fired, started_at=fired,
+                                     completed_at=fired, duration_seconds=seconds, attempt=1))
+        db.session.commit()
+        job_id = job.id
+    page = as_admin.get(f"/jobs/{job_id}").text
+    stats = re.sub(r"\s+", " ", re.search(r'<div class="cards" id="job-stats">(.*?)</div>\s*<div class="grid">',
+                                          page, re.S).group(1))
+    assert "67%" in stats and ">3<" in stats and ">20 s<" in stats
+    assert page.count('<rect class="ok"') == 30 and 'id="chart-duration"' in page
+    assert "2 succeeded, 1 failed, 0 other" in page
