@@ -20,7 +20,8 @@ What it measures
     The metrics route has no goal of its own; its figures are reported.
 
 How it runs
-    Database ``jobplane_bench`` reset (waiting for other benches to finish with it). 5,000 jobs
+    Database ``jobplane_bench_lists`` (its own: it is seeded with 250,000 rows, and other benches
+    reset ``jobplane_bench`` whenever they start), created if missing and reset. 5,000 jobs
     through the service layer, spread over four owners in two teams by SQL; 240,000 executions
     (8,000 a day over 30 days, random jobs, 80 % success, durations 1-120 s) and, for the
     measured job, one run every 15 minutes for 90 days, inserted by SQL. Each route is asked
@@ -45,6 +46,7 @@ from common import ADMIN_HEADERS, fmt_summary, log, summary  # noqa: E402
 
 from sqlalchemy import text  # noqa: E402
 
+DATABASE = "jobplane_bench_lists"
 OWNERS = (("alice", "data"), ("amir", "data"), ("bob", "web"))
 GOALS = {"jobs default": 200, "jobs filtered": 200, "jobs by owner": 200, "jobs deep page": 200,
          "jobs creator": 200, "create keyed": 800, "create replayed": 800}
@@ -68,6 +70,24 @@ SELECT gen_random_uuid(), :job, CASE WHEN n % 10 = 0 THEN 'failed' ELSE 'success
   FROM (SELECT n, date_trunc('minute', now()) - make_interval(mins => 15 * n) AS at
           FROM generate_series(1, 8640) AS n) s
 """
+
+
+def own_database_url(test_url: str) -> str:
+    """This bench's database on the server of TEST_DATABASE_URL, created if missing."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = make_url(test_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            if not connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                      {"name": DATABASE}).scalar():
+                log(f"creating database {DATABASE}")
+                connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+    finally:
+        admin.dispose()
+    return url.set(database=DATABASE).render_as_string(hide_password=False)
 
 
 def seed(app, engine) -> dict:
@@ -133,7 +153,7 @@ def main() -> int:
     common.set_bench_name("api_lists")
     common.clear_jobplane_env()
     load_at_start = common.loadavg()
-    url = common.bench_database_url(common.test_database_url())
+    url = own_database_url(common.test_database_url())
     common.wait_for_free_database(url)
     common.reset_database(url)
     from sqlalchemy import create_engine

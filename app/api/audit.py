@@ -22,8 +22,8 @@ class AuditLogs(MethodView):
                       content_type="text/csv", success=True)
     @blp.paginate()
     def get(self, query, pagination_parameters):
-        """Audit rows, newest first; filter by user_id, action, resource_type, resource_id, since, until
-        (admin). ``format=csv`` exports every matching row."""
+        """Audit rows, newest first; filter by user_id or actor (id or email), action, resource_type,
+        resource_id, since, until (admin). ``format=csv`` exports every matching row."""
         query = dict(query)
         if query.pop("format", "json") == "csv":
             rows = audit_trail.export_csv(actor=current_actor(), filters=query)

@@ -97,6 +97,8 @@ class AuditLogSchema(Schema):
 
 class AuditQuerySchema(Schema):
     user_id = fields.UUID()
+    actor = fields.String(validate=validate.Length(max=255), metadata={
+        "description": "who acted: a user id, or the email they had then (any case)"})
     action = fields.String()
     resource_type = fields.String()
     resource_id = fields.String()

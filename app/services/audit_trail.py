@@ -7,6 +7,7 @@ import io
 import json
 from datetime import datetime
 from typing import Any, Iterator
+from uuid import UUID
 
 from sqlalchemy import Select, func, select
 
@@ -25,6 +26,12 @@ def _filtered(filters: dict[str, Any]) -> Select:
         if filters.get(field) is not None:
             query = query.where(getattr(AuditLog, field) == (str(filters[field]) if field == "resource_id"
                                                               else filters[field]))
+    if filters.get("actor"):  # the user id, or the email the row was written with (any case)
+        actor = str(filters["actor"]).strip()
+        try:
+            query = query.where(AuditLog.user_id == UUID(actor))
+        except ValueError:
+            query = query.where(func.lower(AuditLog.email) == actor.lower())
     since: datetime | None = filters.get("since")
     until: datetime | None = filters.get("until")
     if since:
@@ -36,8 +43,9 @@ def _filtered(filters: dict[str, Any]) -> Select:
 
 def list_entries(*, actor: Actor, filters: dict[str, Any], limit: int = 100,
                  offset: int = 0) -> tuple[list[AuditLog], int]:
-    """Audit rows matching ``filters`` (user_id, action, resource_type, resource_id, since, until),
-    newest first, and how many match."""
+    """Audit rows matching ``filters`` (user_id, actor — a user id or email —, action, resource_type,
+    resource_id, since, until), newest first (by id, which is the order they were written), and how
+    many match."""
     access.require_admin(actor, "read the audit log")
     query = _filtered(filters)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
