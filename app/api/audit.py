@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
 from app.api.identity_schemas import AuditLogSchema, AuditQuerySchema
+from app.api.openapi import documented
 from app.services import audit_trail
 
 blp = Blueprint("audit", __name__, url_prefix="/api/v1/audit-logs", description="The audit trail (admins)")
@@ -16,14 +17,18 @@ blp.before_request(authenticate_request)
 
 @blp.route("")
 class AuditLogs(MethodView):
+    @documented(blp, requires="admin", errors=(403,))
     @blp.arguments(AuditQuerySchema, location="query")
     @blp.response(200, AuditLogSchema(many=True))
     @blp.alt_response(200, description="with format=csv: the rows as CSV, oldest first",
                       content_type="text/csv", success=True)
     @blp.paginate()
     def get(self, query, pagination_parameters):
-        """Audit rows, newest first; filter by user_id, action, resource_type, resource_id, since, until
-        (admin). ``format=csv`` exports every matching row."""
+        """Audit rows, newest first, filtered (admin).
+
+        Filter by user_id, action, resource_type, resource_id, since, until. ``format=csv``
+        exports every matching row.
+        """
         query = dict(query)
         if query.pop("format", "json") == "csv":
             rows = audit_trail.export_csv(actor=current_actor(), filters=query)

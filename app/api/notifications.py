@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from app.api.auth import authenticate_request, current_actor
+from app.api.openapi import documented
 from app.services import notifications
 
 blp = Blueprint("notifications", __name__, url_prefix="/api/v1/jobs",
@@ -32,6 +33,7 @@ class NotificationSchema(Schema):
 
 @blp.route("/<uuid:job_id>/notifications")
 class JobNotifications(MethodView):
+    @documented(blp, requires="admin, the job's owner, or a team_viewer of the job's team", errors=(404,))
     @blp.response(200, NotificationSchema(many=True))
     def get(self, job_id: UUID):
         """The job's latest 100 notifications and their delivery (whoever may see the job)."""
@@ -40,6 +42,7 @@ class JobNotifications(MethodView):
 
 @blp.route("/<uuid:job_id>/notifications/test")
 class JobNotificationTest(MethodView):
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 422))
     @blp.response(202, NotificationSchema(many=True))
     def post(self, job_id: UUID):
         """Send a test notification through each configured channel (owner or admin)."""

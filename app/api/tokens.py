@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
 from app.api.identity_schemas import NewTokenSchema, TokenCreateSchema, TokenSchema
+from app.api.openapi import documented
 from app.services import api_tokens
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens", description="Your personal API tokens")
@@ -17,12 +18,14 @@ blp.before_request(authenticate_request)
 
 @blp.route("")
 class Tokens(MethodView):
+    @documented(blp, requires="any role (your own tokens)")
     @blp.response(200, TokenSchema(many=True))
     def get(self):
         """Your tokens, newest first: names, prefixes and dates, never the tokens themselves."""
         return api_tokens.list_own_tokens(actor=current_actor())
 
-    @blp.arguments(TokenCreateSchema)
+    @documented(blp, requires="any role (a token for yourself)")
+    @blp.arguments(TokenCreateSchema, example={"name": "airflow-prod", "expires_in_days": 90})
     @blp.response(201, NewTokenSchema)
     def post(self, data):
         """Create a token for yourself; the response holds it, once (any role)."""
@@ -34,6 +37,7 @@ class Tokens(MethodView):
 
 @blp.route("/<uuid:token_id>")
 class TokenById(MethodView):
+    @documented(blp, requires="any role for their own tokens; admin for anyone's", errors=(404,))
     @blp.response(200, TokenSchema)
     def delete(self, token_id: UUID):
         """Revoke a token at once: your own, or anyone's for an admin."""
