@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import errors, openapi, rate_limit
+from app.api import docs, errors, openapi, rate_limit
 from app.api.audit import blp as audit_blp
 from app.api.executions import blp as executions_blp
 from app.api.jobs import blp as jobs_blp
@@ -56,5 +56,6 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(teams_blp)
     api.register_blueprint(tokens_blp)
     api.register_blueprint(audit_blp)
+    docs.init_app(app)
     errors.init_app(app)
     rate_limit.init_app(app)
