@@ -43,6 +43,9 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("API_SPEC_OPTIONS", {"info": {"description": API_DESCRIPTION}})
     # Every error body, documented or not, has the shape app/api/errors.py writes
     api.ERROR_SCHEMA = openapi.ErrorSchema
+    # No catch-all "default" response: each operation lists the errors it really answers, so a
+    # client (and schemathesis) can tell an undocumented status from a documented one
+    api.DEFAULT_ERROR_RESPONSE_NAME = None
     api.init_app(app, spec_kwargs={"components": {"securitySchemes": {
         openapi.BEARER: {"type": "http", "scheme": "bearer", "description": "a personal API token, or an OIDC access token from the configured issuer"}}},
         "security": [{openapi.BEARER: []}]})

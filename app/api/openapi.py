@@ -83,8 +83,9 @@ def documented(blp: Blueprint, *, requires: str, errors: Iterable[int] = ()) -> 
     Parameters:
       blp: the operation's blueprint.
       requires: the roles that may call it, e.g. ``"job_creator (own jobs) or admin"``.
-      errors: statuses it can answer besides 401 and 429 (every operation's), and 422 for a
-        request that has arguments (flask-smorest adds that one).
+      errors: statuses it can answer besides 401 and 429 (every operation's), 400 for a JSON
+        body that is not JSON (added here) and 422 for a request that has arguments (flask-smorest
+        adds that one). Decorate the method with this last (outermost), so it sees the arguments.
 
     Returns:
       A decorator for the operation's method.
@@ -97,7 +98,10 @@ def documented(blp: Blueprint, *, requires: str, errors: Iterable[int] = ()) -> 
     def decorator(func: Callable) -> Callable:
         info = load_info_from_docstring(func.__doc__ or "")
         description = "\n\n".join(filter(None, (info.get("description"), f"Requires: {requires}.")))
-        for status in statuses:
+        arguments = getattr(func, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+        # a body that is not JSON at all is refused before any field is read
+        body = [400] if any(argument.get("in") == "json" for argument in arguments) else []
+        for status in sorted(set(statuses) | set(body)):
             func = blp.alt_response(status, response=ERROR_RESPONSES[status][0])(func)
         return blp.doc(description=description, security=[{BEARER: []}])(func)
 

@@ -43,6 +43,8 @@ def _problems(document: dict) -> list[str]:
                    for requirement in security for scheme in requirement):
             problems.append(f"{name}: no bearer security")
         responses = operation.get("responses", {})
+        if "default" in responses:
+            problems.append(f"{name}: a catch-all default response hides which errors it answers")
         for status in sorted(ALWAYS - set(responses)):
             problems.append(f"{name}: error response {status} is not documented")
         for status, response in responses.items():
