@@ -6,8 +6,9 @@ Each operation gets a world of its own (a team, a job creator, a job with a secr
 token), so generated requests reach real objects as well as missing ones (half the requests,
 chosen by a hash of the generated ids), and what one operation deletes, the next still has.
 
-The examples are few (``MAX_EXAMPLES`` an operation) so the run takes a few minutes on two cores;
-raise it locally to search harder: ``SCHEMATHESIS_MAX_EXAMPLES=200``.
+The examples are few (``MAX_EXAMPLES`` an operation, plus the document's own examples) so the run
+takes a few minutes on two cores, and derandomized, so every run sends the same requests and a
+failure is never luck; raise the number locally to search harder: ``SCHEMATHESIS_MAX_EXAMPLES=200``.
 """
 
 from __future__ import annotations
