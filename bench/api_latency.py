@@ -40,7 +40,8 @@ How it runs
 Running it (from the repository root; services from scripts/ensure-test-services.sh)
     . ./.test-services.env && .venv/bin/python bench/api_latency.py
     # options: --clients N (50)  --rate R (clients x 100/60)  --requests N (3000)  --warmup N (200)  --jobs N (5000)
-    #          --executions N (720000)  --sampled N (2000)  --json
+    #          --executions N (720000)  --sampled N (2000)  --serial N (300)
+    #          --web-workers N  --web-threads N (default: Jobplane's)  --json
 """
 
 from __future__ import annotations
@@ -264,7 +265,9 @@ def measure(args) -> dict:
     settings = {"DATABASE_URL": url, "REDIS_URL": redis_url, "SECRET_KEY": "bench-secret-key", "ENV": "test",
                 "QUEUE_NAMESPACE": namespace, "LOG_LEVEL": "WARNING", "PORT": free_port(),
                 # one user sends every request: the per-user limit (spec: 100 a minute) would throttle it
-                "API_RATE_LIMIT": "100000000 per minute"}
+                "API_RATE_LIMIT": "100000000 per minute",
+                **({"WEB_WORKERS": args.web_workers} if args.web_workers else {}),
+                **({"WEB_THREADS": args.web_threads} if args.web_threads else {})}
     from app import create_app
 
     app = create_app(dict(settings))
@@ -345,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--executions", type=int, default=720_000)
     parser.add_argument("--sampled", type=int, default=2000, help="executions read, each with a 4 KiB log")
+    parser.add_argument("--web-workers", type=int, default=None, help="JOBPLANE_WEB_WORKERS (default: Jobplane's)")
+    parser.add_argument("--web-threads", type=int, default=None, help="JOBPLANE_WEB_THREADS (default: Jobplane's)")
     common.add_quiet_wait_option(parser)
     common.add_json_option(parser)
     args = parser.parse_args(argv)
