@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import docs, errors, openapi, rate_limit
+from app.api import docs, errors, idempotency, openapi, rate_limit
 from app.api.audit import blp as audit_blp
 from app.api.executions import blp as executions_blp
 from app.api.jobs import blp as jobs_blp
@@ -27,7 +27,7 @@ issuer. Each operation's description says which role it requires: `admin`, `job_
 Every error has one JSON body: `code`, `status`, `message` (what to do), and for invalid input
 `errors`, naming each field. Each user may make `JOBPLANE_API_RATE_LIMIT` requests a minute
 (100 by default); past it, 429 with `Retry-After`. Lists are paginated with `page` and
-`page_size`; the `X-Pagination` header gives the total.
+`page_size`; the `X-Pagination` header gives the total and a `Link` header the neighbouring pages.
 
 This document and its Swagger UI (`/api/docs`) are readable without signing in: they describe
 the API and hold no data.
@@ -61,4 +61,5 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(audit_blp)
     docs.init_app(app)
     errors.init_app(app)
+    idempotency.init_app(app)
     rate_limit.init_app(app)

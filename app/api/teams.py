@@ -5,11 +5,11 @@ from __future__ import annotations
 from uuid import UUID
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
-from app.api.identity_schemas import TeamSchema, TeamWriteSchema
 from app.api.openapi import documented
+from app.api.identity_schemas import TeamListQuerySchema, TeamSchema, TeamWriteSchema
+from app.api.pagination import Blueprint
 from app.services import teams
 
 blp = Blueprint("teams", __name__, url_prefix="/api/v1/teams", description="Teams (admins)")
@@ -19,10 +19,15 @@ blp.before_request(authenticate_request)
 @blp.route("")
 class Teams(MethodView):
     @documented(blp, requires="admin", errors=(403,))
+    @blp.arguments(TeamListQuerySchema, location="query")
     @blp.response(200, TeamSchema(many=True))
-    def get(self):
-        """Every team, by name (admin)."""
-        return teams.list_teams(actor=current_actor())
+    @blp.paginate()
+    def get(self, query, pagination_parameters):
+        """Every team, by name (admin); q: a part of the name."""
+        found, pagination_parameters.item_count = teams.list_teams_page(
+            actor=current_actor(), limit=pagination_parameters.page_size, offset=pagination_parameters.first_item,
+            search=query.get("q"))
+        return found
 
     @documented(blp, requires="admin", errors=(403,))
     @blp.arguments(TeamWriteSchema, example={"name": "data-engineering"})

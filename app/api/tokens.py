@@ -5,11 +5,11 @@ from __future__ import annotations
 from uuid import UUID
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
 from app.api.identity_schemas import NewTokenSchema, TokenCreateSchema, TokenSchema
 from app.api.openapi import documented
+from app.api.pagination import Blueprint
 from app.services import api_tokens
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens", description="Your personal API tokens")
@@ -20,9 +20,12 @@ blp.before_request(authenticate_request)
 class Tokens(MethodView):
     @documented(blp, requires="any role (your own tokens)")
     @blp.response(200, TokenSchema(many=True))
-    def get(self):
+    @blp.paginate()
+    def get(self, pagination_parameters):
         """Your tokens, newest first: names, prefixes and dates, never the tokens themselves."""
-        return api_tokens.list_own_tokens(actor=current_actor())
+        found, pagination_parameters.item_count = api_tokens.list_own_tokens_page(
+            actor=current_actor(), limit=pagination_parameters.page_size, offset=pagination_parameters.first_item)
+        return found
 
     @documented(blp, requires="any role (a token for yourself)")
     @blp.arguments(TokenCreateSchema, example={"name": "airflow-prod", "expires_in_days": 90})

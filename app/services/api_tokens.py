@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.errors import InvalidInput, NotFound, Unauthorized
 from app.extensions import db
@@ -63,6 +63,14 @@ def issue_own_token(*, actor: Actor, name: str, expires_in_days: int | None) -> 
 def list_own_tokens(*, actor: Actor) -> list[ApiToken]:
     return list(db.session.scalars(select(ApiToken).where(ApiToken.user_id == actor.user.id)
                                    .order_by(ApiToken.created_at.desc(), ApiToken.id)))
+
+
+def list_own_tokens_page(*, actor: Actor, limit: int = 100, offset: int = 0) -> tuple[list[ApiToken], int]:
+    """A page of the actor's tokens, newest first (ties by id), and how many they have."""
+    query = select(ApiToken).where(ApiToken.user_id == actor.user.id)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.order_by(ApiToken.created_at.desc(), ApiToken.id).limit(limit).offset(offset))
+    return list(rows), total
 
 
 def revoke_token(*, actor: Actor, token_id: UUID) -> ApiToken:
