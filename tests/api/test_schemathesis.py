@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 
 import pytest
 import schemathesis
@@ -42,7 +43,8 @@ def live_api(app, admin):
 
     def world_for(operation: str) -> dict[str, str]:
         if operation not in worlds:
-            worlds[operation] = _make_world(app.test_client(), suffix=str(len(worlds)))
+            # a suffix of its own each time: a world left half-made by a failure does not block the next
+            worlds[operation] = _make_world(app.test_client(), suffix=uuid.uuid4().hex[:8])
         return worlds[operation]
 
     with LiveServer(app) as server:
