@@ -30,6 +30,9 @@ def init_app(app: Flask) -> None:
 
 def _http_message(error: HTTPException) -> str | None:
     """What to do about a plain HTTP error, where werkzeug's text is only the status."""
+    if error.code == 400 and "json" in ((getattr(error, "data", None) or {}).get("messages") or {}):
+        return ("the request body is not valid JSON; send a JSON object (the operation's example is in "
+                "/api/openapi.json) with 'Content-Type: application/json'")
     if error.code == 404:
         return f"no route {request.method} {request.path}; the API's routes are listed in /api/openapi.json"
     if error.code == 405:

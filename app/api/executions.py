@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from app.api.auth import authenticate_request, current_actor
+from app.api.openapi import documented
 from app.api.schemas import ExecutionDetailSchema, ExecutionSchema
 from app.services import executions
 
@@ -20,6 +21,7 @@ blp.before_request(authenticate_request)
 
 @blp.route("/<uuid:execution_id>")
 class ExecutionById(MethodView):
+    @documented(blp, requires="admin, the job's owner, or a team_viewer of the job's team", errors=(404,))
     @blp.response(200, ExecutionDetailSchema)
     def get(self, execution_id: UUID):
         """An execution with its log (anyone who may see its job)."""
@@ -54,6 +56,7 @@ LOG_HEADERS = {
 
 @blp.route("/<uuid:execution_id>/log")
 class ExecutionLog(MethodView):
+    @documented(blp, requires="admin, the job's owner, or a team_viewer of the job's team", errors=(404,))
     @blp.arguments(LogRangeArgsSchema, location="query", as_kwargs=True)
     @blp.response(200, content_type="text/plain", headers=LOG_HEADERS,
                   description="the stored log's bytes in the range, as UTF-8 text",
@@ -73,6 +76,7 @@ class ExecutionLog(MethodView):
 
 @blp.route("/<uuid:execution_id>/cancel")
 class ExecutionCancel(MethodView):
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 409))
     @blp.response(200, ExecutionSchema)
     def post(self, execution_id: UUID):
         """Cancel a queued or running execution: no process of it survives (owner or admin).

@@ -9,8 +9,9 @@ from flask.views import MethodView
 
 from app.api.auth import authenticate_request, current_actor
 from app.api.idempotency import IDEMPOTENCY_KEY_DOC, idempotent
+from app.api.openapi import documented
 from app.api.pagination import Blueprint
-from app.api.schemas import (ExecutionQuerySchema, ExecutionSchema, JobCreateSchema, JobListQuerySchema,
+from app.api.schemas import (JOB_EXAMPLE, ExecutionQuerySchema, ExecutionSchema, JobCreateSchema, JobListQuerySchema,
                              JobMetricsQuerySchema, JobMetricsSchema, JobReplaceSchema, JobSchema, JobUpdateSchema)
 from app.errors import InvalidInput
 from app.services import executions, job_metrics, jobs
@@ -21,6 +22,7 @@ blp.before_request(authenticate_request)
 
 @blp.route("")
 class Jobs(MethodView):
+    @documented(blp, requires="any role (admin: every job; job_creator: own jobs; team_viewer: the team's jobs)")
     @blp.arguments(JobListQuerySchema, location="query")
     @blp.response(200, JobSchema(many=True))
     @blp.paginate()
@@ -35,14 +37,21 @@ class Jobs(MethodView):
         pagination_parameters.item_count = total
         return found
 
+    @documented(blp, requires="job_creator or admin", errors=(403, 409))
     @blp.doc(parameters=[IDEMPOTENCY_KEY_DOC])
     @idempotent
-    @blp.arguments(JobCreateSchema)
+    @blp.arguments(JobCreateSchema, example=JOB_EXAMPLE)
     @blp.response(201, JobSchema)
     def post(self, data):
         """Create a job (role admin or job_creator). With an ``Idempotency-Key``, a retry of the same
         request answers as the first did and creates nothing more."""
         return jobs.create_job(actor=current_actor(), data=data)
+
+
+#: The header that guards a change against lost updates, as the document shows it.
+IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
+            "description": "the job's ETag as you read it, e.g. \"3\"; 409 if the job changed since",
+            "example": '"3"'}
 
 
 def _expected_version(data: dict) -> int | None:
@@ -70,29 +79,38 @@ def _with_etag(job):
 
 @blp.route("/<uuid:job_id>")
 class JobById(MethodView):
+    @documented(blp, requires="admin, the job's owner, or a team_viewer of the job's team", errors=(404,))
     @blp.response(200, JobSchema)
     def get(self, job_id: UUID):
         """A job's configuration (its owner, its team's viewers, admins); ETag = its version."""
         return _with_etag(jobs.get_job(actor=current_actor(), job_id=job_id))
 
-    @blp.arguments(JobReplaceSchema)
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 409))
+    @blp.arguments(JobReplaceSchema, example={**JOB_EXAMPLE, "version": 3})
     @blp.response(200, JobSchema)
+    @blp.doc(parameters=[IF_MATCH])
     def put(self, data, job_id: UUID):
         """Replace a job's configuration; fields left out take their defaults (owner or admin).
-        409 if ``If-Match`` (or ``version``) is not the current version."""
+
+        409 if ``If-Match`` (or ``version``) is not the current version.
+        """
         version = _expected_version(data)
         return _with_etag(jobs.update_job(actor=current_actor(), job_id=job_id, data=data, partial=False,
                                           expected_version=version))
 
-    @blp.arguments(JobUpdateSchema)
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 409))
+    @blp.arguments(JobUpdateSchema, example={"schedule": "0 3 * * *", "version": 3})
     @blp.response(200, JobSchema)
+    @blp.doc(parameters=[IF_MATCH])
     def patch(self, data, job_id: UUID):
         """Change some fields of a job (owner or admin); 409 on a stale ``If-Match``/``version``."""
         version = _expected_version(data)
         return _with_etag(jobs.update_job(actor=current_actor(), job_id=job_id, data=data, partial=True,
                                           expected_version=version))
 
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 409, 422))
     @blp.response(200, JobSchema)
+    @blp.doc(parameters=[IF_MATCH])
     def delete(self, job_id: UUID):
         """Delete a job: it fires nothing more, its history stays (owner or admin)."""
         return jobs.delete_job(actor=current_actor(), job_id=job_id, expected_version=_expected_version({}))
@@ -100,6 +118,7 @@ class JobById(MethodView):
 
 @blp.route("/<uuid:job_id>/run")
 class JobRun(MethodView):
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 409, 422))
     @blp.doc(parameters=[IDEMPOTENCY_KEY_DOC])
     @idempotent
     @blp.response(202, ExecutionSchema)
@@ -111,6 +130,7 @@ class JobRun(MethodView):
 
 @blp.route("/<uuid:job_id>/pause")
 class JobPause(MethodView):
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 409))
     @blp.response(200, JobSchema)
     def post(self, job_id: UUID):
         """Pause the job: it fires nothing until resumed (owner or admin)."""
@@ -119,6 +139,7 @@ class JobPause(MethodView):
 
 @blp.route("/<uuid:job_id>/resume")
 class JobResume(MethodView):
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 409))
     @blp.response(200, JobSchema)
     def post(self, job_id: UUID):
         """Resume the job; the pause is replayed only if its misfire policy says so (owner or admin)."""
@@ -128,6 +149,7 @@ class JobResume(MethodView):
 
 @blp.route("/<uuid:job_id>/executions")
 class JobExecutions(MethodView):
+    @documented(blp, requires="admin, the job's owner, or a team_viewer of the job's team", errors=(404,))
     @blp.arguments(ExecutionQuerySchema, location="query")
     @blp.response(200, ExecutionSchema(many=True))
     @blp.paginate()
@@ -147,6 +169,7 @@ class JobExecutions(MethodView):
 
 @blp.route("/<uuid:job_id>/metrics")
 class JobMetrics(MethodView):
+    @documented(blp, requires="admin, the job's owner, or a team_viewer of the job's team", errors=(404,))
     @blp.arguments(JobMetricsQuerySchema, location="query")
     @blp.response(200, JobMetricsSchema)
     def get(self, query, job_id: UUID):

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 
 from app.api.auth import authenticate_request, current_actor
+from app.api.openapi import documented
 from app.api.pagination import Blueprint
 from app.services import notifications
 
@@ -32,6 +33,7 @@ class NotificationSchema(Schema):
 
 @blp.route("/<uuid:job_id>/notifications")
 class JobNotifications(MethodView):
+    @documented(blp, requires="admin, the job's owner, or a team_viewer of the job's team", errors=(404,))
     @blp.response(200, NotificationSchema(many=True))
     @blp.paginate()
     def get(self, job_id: UUID, pagination_parameters):
@@ -44,6 +46,7 @@ class JobNotifications(MethodView):
 
 @blp.route("/<uuid:job_id>/notifications/test")
 class JobNotificationTest(MethodView):
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 422))
     @blp.response(202, NotificationSchema(many=True))
     def post(self, job_id: UUID):
         """Send a test notification through each configured channel (owner or admin)."""

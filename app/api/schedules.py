@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from app.api.auth import authenticate_request
+from app.api.openapi import documented
 from app.services import schedules
 
 blp = Blueprint("schedules", __name__, url_prefix="/api/v1/schedules",
@@ -51,6 +52,7 @@ class SchedulePreviewSchema(Schema):
 
 @blp.route("/preview")
 class SchedulePreview(MethodView):
+    @documented(blp, requires="any role")
     @blp.arguments(SchedulePreviewArgsSchema, location="query")
     @blp.response(200, SchedulePreviewSchema)
     def get(self, args):

@@ -10,6 +10,15 @@ from marshmallow import Schema, fields
 
 from app.services.masking import masked_url
 
+#: A job as a client sends it: the request body example of the document.
+JOB_EXAMPLE = {
+    "name": "nightly-backup", "description": "dump the orders database to object storage", "job_type": "bash",
+    "script": "pg_dump orders | gzip > /backups/orders.sql.gz", "schedule": "30 2 * * *",
+    "timezone": "Europe/Berlin", "timeout_minutes": 60, "max_retries": 2, "retry_delay_minutes": 5,
+    "notification_emails": ["oncall@example.com"], "notify_on": ["job_failed", "job_timeout", "job_recovered"],
+    "env": {"BACKUP_BUCKET": "orders-backups"},
+}
+
 
 class JobCreateSchema(Schema):
     name = fields.String(required=True, metadata={"example": "nightly-backup"})

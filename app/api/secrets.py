@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from app.api.auth import authenticate_request, current_actor
+from app.api.openapi import documented
 from app.services import secrets
 
 blp = Blueprint("secrets", __name__, url_prefix="/api/v1/jobs",
@@ -29,6 +30,7 @@ class SecretSchema(Schema):
 
 @blp.route("/<uuid:job_id>/secrets")
 class JobSecrets(MethodView):
+    @documented(blp, requires="admin, the job's owner, or a team_viewer of the job's team", errors=(404,))
     @blp.response(200, SecretSchema(many=True))
     def get(self, job_id: UUID):
         """The names of the job's secrets, never their values (whoever may see the job)."""
@@ -37,7 +39,8 @@ class JobSecrets(MethodView):
 
 @blp.route("/<uuid:job_id>/secrets/<string:name>")
 class JobSecretByName(MethodView):
-    @blp.arguments(SecretValueSchema)
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404, 409))
+    @blp.arguments(SecretValueSchema, example={"value": "s3cr3t"})
     @blp.response(200, SecretSchema, description="the value was replaced")
     @blp.alt_response(201, schema=SecretSchema, description="the secret was created")
     def put(self, data, job_id: UUID, name: str):
@@ -45,6 +48,7 @@ class JobSecretByName(MethodView):
         secret, created = secrets.set_secret(actor=current_actor(), job_id=job_id, name=name, value=data["value"])
         return secret, 201 if created else 200
 
+    @documented(blp, requires="job_creator (own jobs) or admin", errors=(403, 404))
     @blp.response(204)
     def delete(self, job_id: UUID, name: str):
         """Delete a secret and its value. Owner or admin."""

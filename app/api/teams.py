@@ -7,6 +7,7 @@ from uuid import UUID
 from flask.views import MethodView
 
 from app.api.auth import authenticate_request, current_actor
+from app.api.openapi import documented
 from app.api.identity_schemas import TeamListQuerySchema, TeamSchema, TeamWriteSchema
 from app.api.pagination import Blueprint
 from app.services import teams
@@ -17,6 +18,7 @@ blp.before_request(authenticate_request)
 
 @blp.route("")
 class Teams(MethodView):
+    @documented(blp, requires="admin", errors=(403,))
     @blp.arguments(TeamListQuerySchema, location="query")
     @blp.response(200, TeamSchema(many=True))
     @blp.paginate()
@@ -27,7 +29,8 @@ class Teams(MethodView):
             search=query.get("q"))
         return found
 
-    @blp.arguments(TeamWriteSchema)
+    @documented(blp, requires="admin", errors=(403,))
+    @blp.arguments(TeamWriteSchema, example={"name": "data-engineering"})
     @blp.response(201, TeamSchema)
     def post(self, data):
         """Create a team (admin)."""
@@ -36,17 +39,20 @@ class Teams(MethodView):
 
 @blp.route("/<uuid:team_id>")
 class TeamById(MethodView):
+    @documented(blp, requires="admin, or any role for their own team", errors=(403, 404))
     @blp.response(200, TeamSchema)
     def get(self, team_id: UUID):
         """A team (admin, or a member)."""
         return teams.get_team(actor=current_actor(), team_id=team_id)
 
-    @blp.arguments(TeamWriteSchema)
+    @documented(blp, requires="admin", errors=(403, 404))
+    @blp.arguments(TeamWriteSchema, example={"name": "data-platform"})
     @blp.response(200, TeamSchema)
     def patch(self, data, team_id: UUID):
         """Rename a team (admin)."""
         return teams.rename_team(actor=current_actor(), team_id=team_id, name=data["name"])
 
+    @documented(blp, requires="admin", errors=(403, 404))
     @blp.response(204)
     def delete(self, team_id: UUID):
         """Delete a team; its members and jobs stay, without a team (admin)."""

@@ -8,6 +8,7 @@ from flask.views import MethodView
 
 from app.api.auth import authenticate_request, current_actor
 from app.api.identity_schemas import NewTokenSchema, TokenCreateSchema, TokenSchema
+from app.api.openapi import documented
 from app.api.pagination import Blueprint
 from app.services import api_tokens
 
@@ -17,6 +18,7 @@ blp.before_request(authenticate_request)
 
 @blp.route("")
 class Tokens(MethodView):
+    @documented(blp, requires="any role (your own tokens)")
     @blp.response(200, TokenSchema(many=True))
     @blp.paginate()
     def get(self, pagination_parameters):
@@ -25,7 +27,8 @@ class Tokens(MethodView):
             actor=current_actor(), limit=pagination_parameters.page_size, offset=pagination_parameters.first_item)
         return found
 
-    @blp.arguments(TokenCreateSchema)
+    @documented(blp, requires="any role (a token for yourself)")
+    @blp.arguments(TokenCreateSchema, example={"name": "airflow-prod", "expires_in_days": 90})
     @blp.response(201, NewTokenSchema)
     def post(self, data):
         """Create a token for yourself; the response holds it, once (any role)."""
@@ -37,6 +40,7 @@ class Tokens(MethodView):
 
 @blp.route("/<uuid:token_id>")
 class TokenById(MethodView):
+    @documented(blp, requires="any role for their own tokens; admin for anyone's", errors=(404,))
     @blp.response(200, TokenSchema)
     def delete(self, token_id: UUID):
         """Revoke a token at once: your own, or anyone's for an admin."""

@@ -11,6 +11,7 @@ from flask.views import MethodView
 from app.api.auth import authenticate_request, current_actor
 from app.api.identity_schemas import (UserCreateSchema, UserDeletedSchema, UserExportSchema, UserListQuerySchema,
                                       UserSchema, UserUpdateSchema)
+from app.api.openapi import documented
 from app.api.pagination import Blueprint
 from app.services import privacy, users
 
@@ -20,6 +21,7 @@ blp.before_request(authenticate_request)
 
 @blp.route("/users")
 class Users(MethodView):
+    @documented(blp, requires="admin", errors=(403,))
     @blp.arguments(UserListQuerySchema, location="query")
     @blp.response(200, UserSchema(many=True))
     @blp.paginate()
@@ -31,7 +33,8 @@ class Users(MethodView):
         pagination_parameters.item_count = total
         return found
 
-    @blp.arguments(UserCreateSchema)
+    @documented(blp, requires="admin", errors=(403,))
+    @blp.arguments(UserCreateSchema, example={"email": "maya@example.com", "role": "job_creator", "display_name": "Maya Patel"})
     @blp.response(201, UserSchema)
     def post(self, data):
         """Create a user with a role, ahead of their first sign-in (admin)."""
@@ -41,17 +44,20 @@ class Users(MethodView):
 
 @blp.route("/users/<uuid:user_id>")
 class UserById(MethodView):
+    @documented(blp, requires="admin, or any role for their own user", errors=(403, 404))
     @blp.response(200, UserSchema)
     def get(self, user_id: UUID):
         """A user (admin, or the user themself)."""
         return users.get_user(actor=current_actor(), user_id=user_id)
 
-    @blp.arguments(UserUpdateSchema)
+    @documented(blp, requires="admin", errors=(403, 404, 409))
+    @blp.arguments(UserUpdateSchema, example={"role": "team_viewer", "is_active": True})
     @blp.response(200, UserSchema)
     def patch(self, data, user_id: UUID):
         """Change a user's role, team, active flag or name (admin; never the last admin's role)."""
         return users.update_user(actor=current_actor(), user_id=user_id, changes=data)
 
+    @documented(blp, requires="admin", errors=(403, 404, 409))
     @blp.response(200, UserDeletedSchema)
     def delete(self, user_id: UUID):
         """Delete a user with their jobs and executions; the audit trail keeps a pseudonymous id (admin)."""
@@ -60,6 +66,7 @@ class UserById(MethodView):
 
 @blp.route("/users/<uuid:user_id>/export")
 class UserExport(MethodView):
+    @documented(blp, requires="admin, or any role for their own user", errors=(403, 404))
     @blp.response(200, UserExportSchema)
     def get(self, user_id: UUID):
         """Everything Jobplane holds about a user, for a data subject access request (admin, or themself)."""
@@ -68,6 +75,7 @@ class UserExport(MethodView):
 
 @blp.route("/me")
 class Me(MethodView):
+    @documented(blp, requires="any role")
     @blp.response(200, UserSchema)
     def get(self):
         """Who you are: your user, role and team (any role)."""
@@ -76,6 +84,7 @@ class Me(MethodView):
 
 @blp.route("/me/export")
 class MyExport(MethodView):
+    @documented(blp, requires="any role")
     @blp.response(200, UserExportSchema)
     def get(self):
         """Everything Jobplane holds about you (any role)."""
