@@ -65,6 +65,14 @@ def list_own_tokens(*, actor: Actor) -> list[ApiToken]:
                                    .order_by(ApiToken.created_at.desc(), ApiToken.id)))
 
 
+def list_user_tokens(*, actor: Actor, user: User) -> list[ApiToken]:
+    """The tokens of ``user``, newest first (never their values): their own, or anyone's for an admin."""
+    if not actor.system and (actor.user is None or actor.user.id != user.id):
+        access.require_admin(actor, "list other users' tokens")
+    return list(db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
+                                   .order_by(ApiToken.created_at.desc(), ApiToken.id)))
+
+
 def revoke_token(*, actor: Actor, token_id: UUID) -> ApiToken:
     """Revoke a token: the caller's own, or anyone's for an admin. Revoking twice changes nothing.
 
