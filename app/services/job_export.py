@@ -241,7 +241,10 @@ def _job_data(entry: dict[str, Any], job: Job | None) -> dict[str, Any]:
 
 def _diff(before: dict[str, Any] | None, after: dict[str, Any], label: str, source: str) -> str:
     def lines(values: dict[str, Any] | None) -> list[str]:
-        return dump_yaml([values]).splitlines(keepends=True) if values is not None else []
+        if values is None:
+            return []
+        return yaml.dump(values, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                         width=100).splitlines(keepends=True)
 
     return "".join(difflib.unified_diff(lines(before), lines(after), fromfile=f"{label} in Jobplane",
                                         tofile=f"{label} in {source}"))
