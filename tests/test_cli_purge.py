@@ -207,3 +207,32 @@ def test_the_service_refuses_a_naive_cut_off_and_a_bad_batch_size(app):
         with pytest.raises(InvalidInput) as refused:
             retention.purge_executions(older_than=datetime.now(), batch_size=0)
         assert set(refused.value.errors) == {"older_than", "batch_size"}
+
+
+def test_purge_works_on_a_standalone_sqlite_database(tmp_path, jobplane):
+    # Given a standalone installation's SQLite database with an old and a young run, and an old running one
+    (tmp_path / "var").mkdir()
+    data = {"ENV": "standalone", "DATA_DIR": str(tmp_path / "var"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'jobplane.db'}"}
+    assert jobplane("db", "upgrade", **data).exit_code == 0
+    from app import create_app
+
+    standalone = create_app(data)
+    with standalone.app_context():
+        owner = users.create_user(actor=SYSTEM, email="solo@example.com", role="job_creator")
+        job = create_job(actor=Actor(user=owner), data={"name": "solo", "job_type": "bash", "script": "true"})
+        old = execution(job.id, status="success", age=100 * DAY, notified=True)
+        young = execution(job.id, status="failed", age=DAY)
+        running = execution(job.id, status="running", age=120 * DAY)
+        db.session.commit()
+    # When it is purged with the standalone settings
+    result = jobplane("purge", "--batch-size", "1", **data)
+    # Then the old run went, with its log and notification, and nothing else
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("removed 1 execution(s), 2 log chunk(s) and 1 notification(s)")
+    with standalone.app_context():
+        assert set(db.session.scalars(select(Execution.id))) == {young, running}
+        assert old not in set(db.session.scalars(select(ExecutionLogChunk.execution_id)))
+        assert db.session.scalar(select(func.count()).select_from(AuditLog)
+                                 .where(AuditLog.action == "executions_purged")) == 1
+    standalone.extensions["jobplane_db"].engine.dispose()

@@ -91,25 +91,41 @@ def purge_executions(*, older_than: datetime, batch_size: int = DEFAULT_BATCH_SI
     _check(older_than, batch_size)
     removed = dict.fromkeys(COUNTED, 0)
     while True:
-        with db.unit_of_work() as session:
-            ids = list(session.scalars(_purgeable(older_than).order_by(Execution.id).limit(batch_size)
-                                       .with_for_update(skip_locked=True)))
-            if not ids:
-                break
-            # children first and counted: the foreign keys would cascade, but silently
-            removed["log_chunks"] += session.execute(
-                delete(ExecutionLogChunk).where(ExecutionLogChunk.execution_id.in_(ids))).rowcount
-            removed["notifications"] += session.execute(
-                delete(Notification).where(Notification.execution_id.in_(ids))).rowcount
-            removed["executions"] += session.execute(
-                delete(Execution).where(Execution.id.in_(ids))
-                .execution_options(synchronize_session=False)).rowcount
+        with db.unit_of_work():
+            batch = purge_batch(older_than=older_than, batch_size=batch_size)
+        for key, count in batch.items():
+            removed[key] += count
+        if not batch["executions"]:
+            break
     if removed["executions"]:
         with db.unit_of_work():
             audit.record(actor=actor, action="executions_purged", resource_type="execution", resource_id="*",
                          changes={"older_than": audit.jsonable(older_than),
                                   **{key: {"old": count, "new": 0} for key, count in removed.items()}})
     return removed
+
+
+def purge_batch(*, older_than: datetime, batch_size: int) -> dict[str, int]:
+    """Delete one batch: up to ``batch_size`` purgeable executions with their log chunks and
+    notifications, in the current transaction (flushed, not committed). Rows another transaction
+    has locked (a worker finishing a run) are skipped, left for the next purge.
+
+    Returns:
+      how many executions, log chunks and notifications it deleted; no executions means done.
+    """
+    session = db.session
+    ids = list(session.scalars(_purgeable(older_than).order_by(Execution.id).limit(batch_size)
+                               .with_for_update(skip_locked=True)))
+    if not ids:
+        return dict.fromkeys(COUNTED, 0)
+    # children first and counted: the foreign keys would cascade, but silently
+    return {
+        "log_chunks": session.execute(delete(ExecutionLogChunk).where(ExecutionLogChunk.execution_id.in_(ids)))
+        .rowcount,
+        "notifications": session.execute(delete(Notification).where(Notification.execution_id.in_(ids))).rowcount,
+        "executions": session.execute(delete(Execution).where(Execution.id.in_(ids))
+                                      .execution_options(synchronize_session=False)).rowcount,
+    }
 
 
 def _check(older_than: Any, batch_size: Any) -> None:
