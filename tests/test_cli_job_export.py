@@ -137,6 +137,11 @@ def test_export_of_one_owner_to_standard_output(app, estate, jobplane):
     assert [d["name"] for d in yaml.safe_load(result.stdout)["jobs"]] == ["cleanup", "migrate-once"]
 
 
+def test_export_to_an_unwritable_place_names_the_option(app, estate, jobplane, tmp_path):
+    result = jobplane("jobs", "export", "-o", str(tmp_path / "no-such-dir" / "jobs.yaml"))
+    assert result.exit_code == 2 and "'-o' / '--output'" in result.stderr and "No such file" in result.stderr
+
+
 def test_export_for_an_unknown_owner_says_how_to_find_users(app, estate, jobplane):
     result = jobplane("jobs", "export", "--owner", "nobody@example.com")
     assert result.exit_code == 1

@@ -118,7 +118,11 @@ def jobs_export(owner: str | None, output: str | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    Path(output).write_text(text, encoding="utf-8")
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {output}: {exc.strerror}; give a file in an existing, writable "
+                                 "directory", param_hint="'-o' / '--output'") from None
     click.echo(f"exported {len(definitions)} job(s) to {output}", err=True)
 
 
