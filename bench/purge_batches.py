@@ -184,9 +184,11 @@ def main() -> int:
         engine.dispose()
         app.extensions["jobplane_db"].engine.dispose()
 
-    expected_chunks_left = (args.young + args.running) * args.chunks + len(probe.samples)
-    correct = (removed["executions"] == args.old and after["old_finished"] == 0 and after["young"] == args.young
-               and after["running"] == args.running and after["chunks"] == expected_chunks_left)
+    expected = {"removed executions": (removed["executions"], args.old), "old finished left": (after["old_finished"], 0),
+                "young left": (after["young"], args.young), "running left": (after["running"], args.running),
+                "chunks left": (after["chunks"], (args.young + args.running) * args.chunks + len(probe.samples))}
+    problems = {what: {"got": got, "expected": want} for what, (got, want) in expected.items() if got != want}
+    correct = not problems
     result = {
         **result_head("purge_batches", "per-batch transaction time of the retention purge; log-write latency"),
         "old": args.old, "young": args.young, "running": args.running, "chunks_per_execution": args.chunks,
@@ -196,7 +198,7 @@ def main() -> int:
         "executions_per_second": round(removed["executions"] / max(purge_end - purge_start, 1e-9)),
         "log_write_before": summary(probe.between(0, purge_start)),
         "log_write_during": summary(probe.between(purge_start, purge_end)),
-        "correct": correct,
+        "correct": correct, "problems": problems,
         **result_tail(start_load),
     }
     print_result(result, as_json=args.json, report=report)
@@ -216,6 +218,8 @@ def report(result: dict) -> None:
     print(f"  log write     before the purge: {fmt_summary(result['log_write_before'])}")
     print(f"                during the purge: {fmt_summary(result['log_write_during'])}")
     print(f"  kept exactly the young and running executions: {'yes' if result['correct'] else 'NO'}")
+    for what, numbers in result["problems"].items():
+        print(f"    {what}: {numbers['got']}, expected {numbers['expected']}")
 
 
 if __name__ == "__main__":
