@@ -236,20 +236,23 @@ def test_logs_follow_prints_output_while_a_real_worker_runs_the_job(app, setting
     assert lines[-1][0] - lines[0][0] > 1.5, [at - lines[0][0] for at, _ in lines]
 
 
-def test_logs_follow_works_in_standalone_mode(standalone, tmp_path):  # noqa: F811  (the fixture)
-    # Given standalone Jobplane (SQLite) running a job that prints a line every 0.8 seconds
+def test_jobs_run_and_logs_follow_work_in_standalone_mode(standalone, tmp_path):  # noqa: F811  (the fixture)
+    # Given standalone Jobplane (SQLite) and a job that prints a line every 0.8 seconds
     standalone.start()
     response = standalone.post("/api/v1/jobs", json={
         "name": "slow", "job_type": "bash", "script": "for i in 1 2 3; do echo \"tick $i\"; sleep 0.8; done"})
     assert response.status_code == 201, response.text
-    execution_id = standalone.post(f"/api/v1/jobs/{response.json()['id']}/run").json()["id"]
-    wait_for(lambda: standalone.get(f"/api/v1/executions/{execution_id}")["status"] != "queued", timeout=20,
-             message="the run to start")
-    # When the operator follows its log with the CLI on the same machine
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPLANE_")}
     env.update(JOBPLANE_ENV="standalone")
+    # When the operator runs it with the CLI on the same machine, in standalone's directory
+    run = subprocess.run([JOBPLANE, "jobs", "run", response.json()["id"]], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    # Then it is queued, and the CLI says when standalone will start it
+    assert run.returncode == 0, run.stderr
+    execution_id = run.stdout.split()[2].rstrip(";")
+    assert "standalone: it starts within JOBPLANE_REQUEUE_AFTER_SECONDS (30 s)" in run.stderr
+    # And following its log prints the output, read from the SQLite file, until the run ends
     code, lines, errors = follow([execution_id], env, cwd=tmp_path)
-    # Then it prints the output, read from the SQLite file, until the run ends
     assert code == 0, errors
     assert [line for _, line in lines] == ["tick 1\n", "tick 2\n", "tick 3\n"]
     assert f"[execution {execution_id} ended: success]" in errors

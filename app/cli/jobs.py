@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from app.cli.common import app_context, emit, in_app, json_option, problems, uuid_argument
+from app.cli.common import app_context, emit, in_app, json_option, problems, settings, uuid_argument
 
 _job_id = click.argument("job_id", callback=uuid_argument("a job", "find it with `jobplane jobs list`"))
 _execution_id = click.argument("execution_id", callback=uuid_argument(
@@ -66,6 +66,12 @@ def jobs_run(job_id) -> None:
 
     execution_id = in_app(lambda actor: executions.trigger_manual_run(actor=actor, job_id=job_id).id)
     click.echo(f"queued execution {execution_id}; follow it with `jobplane executions logs {execution_id} --follow`")
+    config = settings()
+    if config["ENV"] == "standalone":
+        # standalone's queue lives in its own process: this one's message reaches nobody, and
+        # the standalone process's sweeper sends the queued run again
+        click.echo(f"standalone: it starts within JOBPLANE_REQUEUE_AFTER_SECONDS ({config['REQUEUE_AFTER_SECONDS']:g} s); "
+                   "the web UI or the API start runs at once", err=True)
 
 
 @jobs.command("pause", help="Pause a job: it fires nothing until resumed.")
