@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import errors, rate_limit
+from app.api import errors, idempotency, rate_limit
 from app.api.audit import blp as audit_blp
 from app.api.executions import blp as executions_blp
 from app.api.jobs import blp as jobs_blp
@@ -36,4 +36,5 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(tokens_blp)
     api.register_blueprint(audit_blp)
     errors.init_app(app)
+    idempotency.init_app(app)
     rate_limit.init_app(app)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Response, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
 from app.api.identity_schemas import AuditLogSchema, AuditQuerySchema
+from app.api.pagination import Blueprint
 from app.services import audit_trail
 
 blp = Blueprint("audit", __name__, url_prefix="/api/v1/audit-logs", description="The audit trail (admins)")

@@ -17,6 +17,7 @@ from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app.errors import InvalidInput, JobplaneError
+from app.ui import error_pages
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def _render_http(error: HTTPException):
     data = getattr(error, "data", None) or {}
     body = {"code": error.code, "status": HTTPStatus(error.code).phrase}
     message = data.get("message") or _http_message(error) or (error.description if error.code != 500 else None)
+    if error_pages.wanted():
+        page = error_pages.render(error.code, message if error.code != 404 else "There is no such page.")
+        return page[0], page[1], {k: v for k, v in error.get_response().headers.items() if k in ("Allow", "Retry-After")}
     if message:
         body["message"] = message
     if "errors" in data or "messages" in data:
@@ -65,6 +69,8 @@ def _render_unexpected(error: Exception):
         return _render_http(error)
     reference = request.headers.get("X-Request-ID") or uuid.uuid4().hex
     logger.exception("unexpected error on %s %s (request %s)", request.method, request.path, reference)
+    if error_pages.wanted():
+        return error_pages.render(500, f"Something went wrong on our side; it is logged as request {reference}.")
     response = jsonify(code=500, status="Internal Server Error",
                        message=f"something went wrong on our side; it is logged as request {reference}")
     response.status_code = 500
@@ -72,6 +78,8 @@ def _render_unexpected(error: Exception):
 
 
 def _render(error: JobplaneError):
+    if error_pages.wanted():
+        return error_pages.render(error.status_code, error.message)
     body = {"code": error.status_code, "status": HTTPStatus(error.status_code).phrase,
             "message": error.message}
     if isinstance(error, InvalidInput):

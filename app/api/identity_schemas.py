@@ -36,6 +36,20 @@ class UserUpdateSchema(Schema):
     display_name = fields.String(allow_none=True, validate=validate.Length(max=255))
 
 
+class UserListQuerySchema(Schema):
+    role = fields.String(metadata={"enum": list(ROLES)})
+    team = fields.UUID(metadata={"description": "the team's id"})
+    q = fields.String(validate=validate.Length(max=255),
+                      metadata={"description": "a part of the email or display name, in any case"})
+    sort = fields.String(load_default="email", metadata={
+        "description": "email, created_at, last_login_at or role; a leading - for descending (default email); "
+                       "ties are broken by id"})
+
+
+class TeamListQuerySchema(Schema):
+    q = fields.String(validate=validate.Length(max=255), metadata={"description": "a part of the name, in any case"})
+
+
 class TeamSchema(Schema):
     id = fields.UUID()
     name = fields.String()

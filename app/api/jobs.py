@@ -6,13 +6,14 @@ from uuid import UUID
 
 from flask import after_this_request, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
-from app.api.schemas import (ExecutionQuerySchema, ExecutionSchema, JobCreateSchema, JobReplaceSchema, JobSchema,
-                             JobUpdateSchema)
+from app.api.idempotency import IDEMPOTENCY_KEY_DOC, idempotent
+from app.api.pagination import Blueprint
+from app.api.schemas import (ExecutionQuerySchema, ExecutionSchema, JobCreateSchema, JobListQuerySchema,
+                             JobMetricsQuerySchema, JobMetricsSchema, JobReplaceSchema, JobSchema, JobUpdateSchema)
 from app.errors import InvalidInput
-from app.services import executions, jobs
+from app.services import executions, job_metrics, jobs
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="Jobs: what runs, and when")
 blp.before_request(authenticate_request)
@@ -20,19 +21,27 @@ blp.before_request(authenticate_request)
 
 @blp.route("")
 class Jobs(MethodView):
+    @blp.arguments(JobListQuerySchema, location="query")
     @blp.response(200, JobSchema(many=True))
     @blp.paginate()
-    def get(self, pagination_parameters):
-        """List the jobs you may see, newest first (any role)."""
-        found, total = jobs.list_jobs(actor=current_actor(), limit=pagination_parameters.page_size,
-                                      offset=pagination_parameters.first_item)
+    def get(self, query, pagination_parameters):
+        """List the jobs you may see, newest first (any role); filter by status, owner (id or email),
+        team, q (part of the name) and job_type; ``sort`` by another field."""
+        owner = query.get("owner")
+        found, total = jobs.list_jobs(
+            actor=current_actor(), limit=pagination_parameters.page_size, offset=pagination_parameters.first_item,
+            status=query.get("status"), owner_id=jobs.owner_id_for(owner) if owner is not None else None,
+            team_id=query.get("team"), search=query.get("q"), job_type=query.get("job_type"), sort=query["sort"])
         pagination_parameters.item_count = total
         return found
 
+    @blp.doc(parameters=[IDEMPOTENCY_KEY_DOC])
+    @idempotent
     @blp.arguments(JobCreateSchema)
     @blp.response(201, JobSchema)
     def post(self, data):
-        """Create a job (role admin or job_creator)."""
+        """Create a job (role admin or job_creator). With an ``Idempotency-Key``, a retry of the same
+        request answers as the first did and creates nothing more."""
         return jobs.create_job(actor=current_actor(), data=data)
 
 
@@ -91,9 +100,12 @@ class JobById(MethodView):
 
 @blp.route("/<uuid:job_id>/run")
 class JobRun(MethodView):
+    @blp.doc(parameters=[IDEMPOTENCY_KEY_DOC])
+    @idempotent
     @blp.response(202, ExecutionSchema)
     def post(self, job_id: UUID):
-        """Run the job now; returns the queued execution (owner or admin)."""
+        """Run the job now; returns the queued execution (owner or admin). With an
+        ``Idempotency-Key``, a retry of the same request returns the same execution."""
         return executions.trigger_manual_run(actor=current_actor(), job_id=job_id)
 
 
@@ -120,10 +132,24 @@ class JobExecutions(MethodView):
     @blp.response(200, ExecutionSchema(many=True))
     @blp.paginate()
     def get(self, query, job_id: UUID, pagination_parameters):
-        """The job's executions and ledger records (skipped, missed), newest fire time first."""
-        statuses = [s.strip() for s in query.get("status", "").split(",") if s.strip()]
+        """The job's executions and ledger records (skipped, missed), newest fire time first; filter by
+        status, trigger and time ranges; ``sort`` by start time or duration."""
+        statuses = [s.strip() for value in query.get("status", []) for s in value.split(",") if s.strip()]
         found, total = executions.list_job_executions(
             actor=current_actor(), job_id=job_id, limit=pagination_parameters.page_size,
-            offset=pagination_parameters.first_item, statuses=statuses)
+            offset=pagination_parameters.first_item, statuses=statuses, trigger=query.get("trigger"),
+            scheduled_after=query.get("scheduled_after"), scheduled_before=query.get("scheduled_before"),
+            started_after=query.get("started_after"), started_before=query.get("started_before"),
+            sort=query["sort"])
         pagination_parameters.item_count = total
         return found
+
+
+@blp.route("/<uuid:job_id>/metrics")
+class JobMetrics(MethodView):
+    @blp.arguments(JobMetricsQuerySchema, location="query")
+    @blp.response(200, JobMetricsSchema)
+    def get(self, query, job_id: UUID):
+        """Runs by status, success rate, durations (p50, p95, max) and a per-day series over the last
+        ``days`` days, 1 to 90 (whoever may see the job)."""
+        return job_metrics.job_metrics(actor=current_actor(), job_id=job_id, days=query["days"])

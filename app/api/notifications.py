@@ -5,10 +5,10 @@ from __future__ import annotations
 from uuid import UUID
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from app.api.auth import authenticate_request, current_actor
+from app.api.pagination import Blueprint
 from app.services import notifications
 
 blp = Blueprint("notifications", __name__, url_prefix="/api/v1/jobs",
@@ -33,9 +33,13 @@ class NotificationSchema(Schema):
 @blp.route("/<uuid:job_id>/notifications")
 class JobNotifications(MethodView):
     @blp.response(200, NotificationSchema(many=True))
-    def get(self, job_id: UUID):
-        """The job's latest 100 notifications and their delivery (whoever may see the job)."""
-        return notifications.list_for_job(actor=current_actor(), job_id=job_id)
+    @blp.paginate()
+    def get(self, job_id: UUID, pagination_parameters):
+        """The job's notifications, newest first, and their delivery (whoever may see the job)."""
+        found, pagination_parameters.item_count = notifications.list_job_notifications(
+            actor=current_actor(), job_id=job_id, limit=pagination_parameters.page_size,
+            offset=pagination_parameters.first_item)
+        return found
 
 
 @blp.route("/<uuid:job_id>/notifications/test")

@@ -165,11 +165,87 @@ class ExecutionSchema(Schema):
     created_at = fields.DateTime()
 
 
+class JobListQuerySchema(Schema):
+    """Filters and order of ``GET /jobs``; the allowed values are checked by the service."""
+
+    status = fields.String(metadata={"enum": ["active", "disabled"], "description": "disabled: paused jobs"})
+    owner = fields.String(metadata={"description": "the owner's user id or email"})
+    team = fields.UUID(metadata={"description": "the team's id"})
+    q = fields.String(metadata={"description": "a part of the job's name, in any case"})
+    job_type = fields.String(metadata={"enum": ["python", "bash"]})
+    sort = fields.String(load_default="-created_at", metadata={
+        "description": "name, created_at, updated_at, status or job_type; a leading - for descending "
+                       "(default -created_at); ties are broken by id"})
+
+
+_AWARE = {"invalid_awareness": "must have a UTC offset, e.g. 2026-11-28T02:00:00+00:00 or ...Z; a time "
+                               "without one is ambiguous"}
+
+
 class ExecutionQuerySchema(Schema):
-    status = fields.String(metadata={
-        "description": "comma-separated statuses, e.g. skipped,missed: the fire ledger's answer to "
-                       "'did my 02:00 run happen, and if not, why'"})
+    status = fields.List(fields.String(), metadata={
+        "description": "statuses, repeated or comma-separated, e.g. skipped,missed: the fire ledger's "
+                       "answer to 'did my 02:00 run happen, and if not, why'"})
+    trigger = fields.String(metadata={"enum": ["scheduled", "manual"], "description": "what started it"})
+    scheduled_after = fields.AwareDateTime(error_messages=_AWARE, metadata={
+        "description": "fire time at or after this (ISO 8601 with offset)"})
+    scheduled_before = fields.AwareDateTime(error_messages=_AWARE, metadata={
+        "description": "fire time before this (ISO 8601 with offset)"})
+    started_after = fields.AwareDateTime(error_messages=_AWARE, metadata={
+        "description": "started at or after this (ISO 8601 with offset)"})
+    started_before = fields.AwareDateTime(error_messages=_AWARE, metadata={
+        "description": "started before this (ISO 8601 with offset)"})
+    sort = fields.String(load_default="-scheduled_for", metadata={
+        "description": "scheduled_for, started_at or duration; a leading - for descending (default "
+                       "-scheduled_for); runs not started yet come last; ties are broken by id"})
+
+
+class JobMetricsQuerySchema(Schema):
+    days = fields.Integer(load_default=30, metadata={"description": "how many days back, 1 to 90 (default 30)"})
 
 
 class ExecutionDetailSchema(ExecutionSchema):
     logs = fields.String(metadata={"description": "the stored output (stdout and stderr, in order)"})
+
+
+class _RunCountsSchema(Schema):
+    total = fields.Integer()
+    by_status = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                            metadata={"description": "every execution status, with its count (0 included)"})
+
+
+class _DurationsSchema(Schema):
+    p50 = fields.Float(allow_none=True)
+    p95 = fields.Float(allow_none=True)
+    max = fields.Float(allow_none=True)
+
+
+class _LastRunSchema(Schema):
+    id = fields.String()
+    status = fields.String()
+    scheduled_for = fields.String()
+    started_at = fields.String()
+    completed_at = fields.String(allow_none=True)
+    duration_seconds = fields.Float(allow_none=True)
+
+
+class _DayMetricsSchema(Schema):
+    date = fields.String(metadata={"description": "a UTC day, e.g. 2026-11-28"})
+    succeeded = fields.Integer()
+    failed = fields.Integer(metadata={"description": "failed, timed out or lost"})
+    other = fields.Integer(metadata={"description": "queued, running, cancelled, skipped or missed"})
+    p50_seconds = fields.Float(allow_none=True, metadata={"description": "median duration of the day's runs"})
+
+
+class JobMetricsSchema(Schema):
+    job_id = fields.String()
+    days = fields.Integer()
+    since = fields.String(metadata={"description": "start of the window: midnight UTC, days-1 days ago"})
+    until = fields.String(metadata={"description": "end of the window: now"})
+    runs = fields.Nested(_RunCountsSchema)
+    success_rate = fields.Float(allow_none=True, metadata={
+        "description": "success / (success + failed + timed_out + lost), 0 to 1; null without outcomes"})
+    duration_seconds = fields.Nested(_DurationsSchema, metadata={"description": "over finished runs"})
+    last_run = fields.Nested(_LastRunSchema, allow_none=True, metadata={
+        "description": "the latest execution that started, whenever it was"})
+    series = fields.List(fields.Nested(_DayMetricsSchema), metadata={"description": "one entry per day, oldest first"})

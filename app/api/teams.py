@@ -5,10 +5,10 @@ from __future__ import annotations
 from uuid import UUID
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
-from app.api.identity_schemas import TeamSchema, TeamWriteSchema
+from app.api.identity_schemas import TeamListQuerySchema, TeamSchema, TeamWriteSchema
+from app.api.pagination import Blueprint
 from app.services import teams
 
 blp = Blueprint("teams", __name__, url_prefix="/api/v1/teams", description="Teams (admins)")
@@ -17,10 +17,15 @@ blp.before_request(authenticate_request)
 
 @blp.route("")
 class Teams(MethodView):
+    @blp.arguments(TeamListQuerySchema, location="query")
     @blp.response(200, TeamSchema(many=True))
-    def get(self):
-        """Every team, by name (admin)."""
-        return teams.list_teams(actor=current_actor())
+    @blp.paginate()
+    def get(self, query, pagination_parameters):
+        """Every team, by name (admin); q: a part of the name."""
+        found, pagination_parameters.item_count = teams.list_teams_page(
+            actor=current_actor(), limit=pagination_parameters.page_size, offset=pagination_parameters.first_item,
+            search=query.get("q"))
+        return found
 
     @blp.arguments(TeamWriteSchema)
     @blp.response(201, TeamSchema)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from uuid import UUID
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
 from app.api.identity_schemas import NewTokenSchema, TokenCreateSchema, TokenSchema
+from app.api.pagination import Blueprint
 from app.services import api_tokens
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens", description="Your personal API tokens")
@@ -18,9 +18,12 @@ blp.before_request(authenticate_request)
 @blp.route("")
 class Tokens(MethodView):
     @blp.response(200, TokenSchema(many=True))
-    def get(self):
+    @blp.paginate()
+    def get(self, pagination_parameters):
         """Your tokens, newest first: names, prefixes and dates, never the tokens themselves."""
-        return api_tokens.list_own_tokens(actor=current_actor())
+        found, pagination_parameters.item_count = api_tokens.list_own_tokens_page(
+            actor=current_actor(), limit=pagination_parameters.page_size, offset=pagination_parameters.first_item)
+        return found
 
     @blp.arguments(TokenCreateSchema)
     @blp.response(201, NewTokenSchema)

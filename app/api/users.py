@@ -7,11 +7,11 @@ from uuid import UUID
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api.auth import authenticate_request, current_actor
-from app.api.identity_schemas import (UserCreateSchema, UserDeletedSchema, UserExportSchema, UserSchema,
-                                      UserUpdateSchema)
+from app.api.identity_schemas import (UserCreateSchema, UserDeletedSchema, UserExportSchema, UserListQuerySchema,
+                                      UserSchema, UserUpdateSchema)
+from app.api.pagination import Blueprint
 from app.services import privacy, users
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1", description="Users and roles (admins), and yourself")
@@ -20,12 +20,14 @@ blp.before_request(authenticate_request)
 
 @blp.route("/users")
 class Users(MethodView):
+    @blp.arguments(UserListQuerySchema, location="query")
     @blp.response(200, UserSchema(many=True))
     @blp.paginate()
-    def get(self, pagination_parameters):
-        """Every user, by email (admin)."""
+    def get(self, query, pagination_parameters):
+        """Every user, by email (admin); filter by role, team and q (part of the email or name)."""
         found, total = users.list_users(actor=current_actor(), limit=pagination_parameters.page_size,
-                                        offset=pagination_parameters.first_item)
+                                        offset=pagination_parameters.first_item, role=query.get("role"),
+                                        team_id=query.get("team"), search=query.get("q"), sort=query["sort"])
         pagination_parameters.item_count = total
         return found
 

@@ -17,7 +17,7 @@ from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.leader import LeaderLock
 from app.scheduler.listener import JobChangeListener
-from app.services import audit_trail, notifications, sweeper
+from app.services import audit_trail, idempotency, notifications, sweeper
 from app.services.actors import SYSTEM
 from app.services.scheduler_signal import add_listener
 
@@ -161,7 +161,8 @@ class SchedulerService:
             logger.exception("sweep failed; will try again")
 
     def maintain(self) -> None:
-        """Hourly upkeep: prune audit rows past their retention (in short committed batches)."""
+        """Hourly upkeep: prune audit rows past their retention (in short committed batches) and
+        idempotency keys past JOBPLANE_IDEMPOTENCY_TTL_HOURS."""
         try:
             with self.app.app_context():
                 removed = audit_trail.prune(actor=SYSTEM, retention_days=self.config["AUDIT_RETENTION_DAYS"])
@@ -170,6 +171,14 @@ class SchedulerService:
                 logger.info("maintenance: pruned %d audit row(s) past retention", removed)
         except Exception:
             logger.exception("maintenance failed; will try again")
+        try:  # on its own, so a failing audit prune does not keep expired keys forever
+            with self.app.app_context():
+                forgotten = idempotency.prune_expired()
+                db.session.commit()
+            if forgotten:
+                logger.info("maintenance: removed %d expired idempotency key(s)", forgotten)
+        except Exception:
+            logger.exception("pruning idempotency keys failed; will try again")
 
     def _shutdown(self) -> None:
         self.is_leader.clear()

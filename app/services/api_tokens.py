@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.errors import InvalidInput, NotFound, Unauthorized
 from app.extensions import db
@@ -71,6 +71,14 @@ def list_user_tokens(*, actor: Actor, user: User) -> list[ApiToken]:
         access.require_admin(actor, "list other users' tokens")
     return list(db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
                                    .order_by(ApiToken.created_at.desc(), ApiToken.id)))
+
+
+def list_own_tokens_page(*, actor: Actor, limit: int = 100, offset: int = 0) -> tuple[list[ApiToken], int]:
+    """A page of the actor's tokens, newest first (ties by id), and how many they have."""
+    query = select(ApiToken).where(ApiToken.user_id == actor.user.id)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.order_by(ApiToken.created_at.desc(), ApiToken.id).limit(limit).offset(offset))
+    return list(rows), total
 
 
 def revoke_token(*, actor: Actor, token_id: UUID) -> ApiToken:

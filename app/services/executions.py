@@ -7,6 +7,7 @@ the leader's recovery is ``sweeper``.  Messages are always sent after the commit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import Integer, LargeBinary, case, cast, func, select, update
@@ -17,7 +18,7 @@ from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.extensions import db
 from app.models import Execution, ExecutionLogChunk, Job
 from app.models.base import utcnow
-from app.models.execution import ACTIVE_STATUSES, EXECUTION_STATUSES
+from app.models.execution import ACTIVE_STATUSES, EXECUTION_STATUSES, TRIGGERS
 from app.services import access, audit, firing, jobs
 from app.services.actors import Actor
 from app.tasks import dispatch
@@ -58,24 +59,61 @@ def get_execution(*, actor: Actor, execution_id: UUID) -> Execution:
     return execution
 
 
+#: ``sort`` of execution lists: a field, ``-`` first for descending; ties are broken by id.
+EXECUTION_SORT_FIELDS = {"scheduled_for": Execution.scheduled_for, "started_at": Execution.started_at,
+                         "duration": Execution.duration_seconds}
+
+
 def list_job_executions(*, actor: Actor, job_id: UUID, limit: int = 100, offset: int = 0,
-                        statuses: list[str] | None = None) -> tuple[list[Execution], int]:
-    """The job's executions (its fire ledger), newest fire time first, and how many there are.
+                        statuses: list[str] | None = None, trigger: str | None = None,
+                        scheduled_after: datetime | None = None, scheduled_before: datetime | None = None,
+                        started_after: datetime | None = None, started_before: datetime | None = None,
+                        sort: str = "-scheduled_for") -> tuple[list[Execution], int]:
+    """The job's executions (its fire ledger), filtered and sorted, and how many match.
 
     Parameters:
       statuses: only these statuses, e.g. ``["skipped", "missed"]`` for "why did it not run".
+      trigger: ``scheduled`` or ``manual``.
+      scheduled_after, scheduled_before: fire times in ``[after, before)``; timezone-aware.
+      started_after, started_before: start times in ``[after, before)`` (runs not started are left out).
+      sort: one of EXECUTION_SORT_FIELDS, ``-`` first for descending (default: newest fire time
+        first); runs without a start or duration come last; ties are broken by id.
+
+    Raises:
+      NotFound: no job the actor may see.
+      InvalidInput: an unknown status, trigger or sort field (the allowed ones are listed), a naive
+        time, or a range that ends before it starts.
     """
     jobs.get_job(actor=actor, job_id=job_id)
+    errors: dict[str, str] = {}
+    unknown = set(statuses or ()) - set(EXECUTION_STATUSES)
+    if unknown:
+        errors["status"] = f"unknown status {', '.join(sorted(unknown))}; use {', '.join(EXECUTION_STATUSES)}"
+    if trigger is not None and trigger not in TRIGGERS:
+        errors["trigger"] = f"unknown trigger {trigger!r}; use one of {', '.join(TRIGGERS)}"
+    ranges = {"scheduled": (Execution.scheduled_for, scheduled_after, scheduled_before),
+              "started": (Execution.started_at, started_after, started_before)}
+    for name, (_, after, before) in ranges.items():
+        for field, moment in ((f"{name}_after", after), (f"{name}_before", before)):
+            if moment is not None and moment.tzinfo is None:
+                errors[field] = "must have a UTC offset, e.g. 2026-11-28T02:00:00+00:00"
+        if after is not None and before is not None and after.tzinfo and before.tzinfo and before <= after:
+            errors[f"{name}_before"] = f"must be later than {name}_after"
+    order = jobs.sort_order(sort, EXECUTION_SORT_FIELDS, Execution.id, errors)
+    if errors:
+        raise InvalidInput(errors)
     query = select(Execution).where(Execution.job_id == job_id)
     if statuses:
-        unknown = set(statuses) - set(EXECUTION_STATUSES)
-        if unknown:
-            raise InvalidInput({"status": f"unknown status {', '.join(sorted(unknown))}; use "
-                                          f"{', '.join(EXECUTION_STATUSES)}"})
         query = query.where(Execution.status.in_(statuses))
+    if trigger is not None:
+        query = query.where(Execution.triggered_by == trigger)
+    for column, after, before in ranges.values():
+        if after is not None:
+            query = query.where(column >= after)
+        if before is not None:
+            query = query.where(column < before)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = db.session.scalars(query.order_by(Execution.scheduled_for.desc(), Execution.id)
-                              .limit(limit).offset(offset)).all()
+    rows = db.session.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
     return list(rows), total
 
 

@@ -12,8 +12,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.extensions import db
-from app.models import Execution, Job
+from app.models import Execution, Job, User
 from app.models.base import utcnow
+from app.models.job import JOB_STATUSES, JOB_TYPES
 from app.services import access, audit, firing, masking, secrets
 from app.services.actors import Actor
 from app.services.firing import FireResult
@@ -192,6 +193,16 @@ def _replay_pause(job: Job, paused_at) -> FireResult:
     return result
 
 
+def get_editable_job(*, actor: Actor, job_id: UUID) -> Job:
+    """The job, if the actor may change it (the edit form asks before showing anything).
+
+    Raises:
+      NotFound: as ``get_job``.
+      Forbidden: the actor may see the job but not change it.
+    """
+    return _get_editable(actor, job_id)
+
+
 def _get_editable(actor: Actor, job_id: UUID) -> Job:
     job = get_job(actor=actor, job_id=job_id)
     if not access.can_edit_job(actor, job):
@@ -211,12 +222,82 @@ def get_job(*, actor: Actor, job_id: UUID) -> Job:
     return job
 
 
-def list_jobs(*, actor: Actor, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
-    """The jobs the actor may see, newest first, and how many there are in all."""
+#: ``sort`` of job lists: a field, ``-`` first for descending; ties are broken by id.
+JOB_SORT_FIELDS = ("name", "created_at", "updated_at", "status", "job_type")
+#: Statuses a job list may filter on (deleted jobs are never listed).
+LISTED_JOB_STATUSES = tuple(s for s in JOB_STATUSES if s != "deleted")
+#: The longest ``search`` text: a job name is at most 255 characters.
+SEARCH_MAX_LENGTH = 255
+
+
+def list_jobs(*, actor: Actor, limit: int = 100, offset: int = 0, status: str | None = None,
+              owner_id: UUID | None = None, team_id: UUID | None = None, search: str | None = None,
+              job_type: str | None = None, sort: str = "-created_at") -> tuple[list[Job], int]:
+    """The jobs the actor may see, filtered and sorted, and how many match in all.
+
+    Parameters:
+      status: ``active`` or ``disabled`` (paused).
+      owner_id, team_id: only the jobs of this owner, of this team (see ``owner_id_for``).
+      search: a part of the name, in any case.
+      job_type: ``python`` or ``bash``.
+      sort: one of JOB_SORT_FIELDS, ``-`` first for descending (names in any case); ties are broken
+        by id in the same direction, so pages never repeat or skip a job.
+
+    Raises:
+      InvalidInput: an unknown status, job type or sort field (the message lists the allowed ones),
+        or a search text longer than a name can be.
+    """
+    errors: dict[str, str] = {}
+    if status is not None and status not in LISTED_JOB_STATUSES:
+        errors["status"] = f"unknown status {status!r}; use one of {', '.join(LISTED_JOB_STATUSES)}"
+    if job_type is not None and job_type not in JOB_TYPES:
+        errors["job_type"] = f"unknown job type {job_type!r}; use one of {', '.join(JOB_TYPES)}"
+    if search is not None and len(search) > SEARCH_MAX_LENGTH:
+        errors["q"] = f"at most {SEARCH_MAX_LENGTH} characters: a part of the job's name"
+    # names in any case together, as people read them ("backup" before "Nightly")
+    columns = {field: func.lower(Job.name) if field == "name" else getattr(Job, field) for field in JOB_SORT_FIELDS}
+    order = sort_order(sort, columns, Job.id, errors)
+    if errors:
+        raise InvalidInput(errors)
     query = access.visible_jobs(actor, select(Job).where(Job.status != "deleted"))
+    for column, value in ((Job.status, status), (Job.owner_id, owner_id), (Job.team_id, team_id),
+                          (Job.job_type, job_type)):
+        if value is not None:
+            query = query.where(column == value)
+    if search:
+        query = query.where(func.lower(Job.name).contains(search.lower(), autoescape=True))
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    jobs = db.session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
+    jobs = db.session.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
     return list(jobs), total
+
+
+def sort_order(sort: str, columns: dict[str, Any], tie_breaker: Any, errors: dict[str, str]) -> list:
+    """The ORDER BY of a list's ``sort`` parameter (``field`` or ``-field``), ties broken by
+    ``tie_breaker`` in the same direction; NULLs last either way. A bad field goes into ``errors``."""
+    descending = sort.startswith("-")
+    field = sort[1:] if descending else sort
+    if field not in columns:
+        errors["sort"] = (f"unknown sort field {field!r}; use one of {', '.join(columns)}, "
+                          "with a leading - for descending")
+        return []
+    direction = "desc" if descending else "asc"
+    return [getattr(columns[field], direction)().nulls_last(), getattr(tie_breaker, direction)()]
+
+
+def owner_id_for(owner: str) -> UUID:
+    """The user id an ``owner`` filter means: a user id as given, or the id of the user with that
+    email (any case). An email nobody has gives an id no job has, so the list is empty; it does
+    not tell whether the email exists."""
+    try:
+        return UUID(owner)
+    except ValueError:
+        pass
+    found = db.session.scalar(select(User.id).where(func.lower(User.email) == owner.strip().lower()))
+    return found or NO_ONE
+
+
+#: An id no user has: what an owner filter naming nobody matches.
+NO_ONE = UUID(int=0)
 
 
 def schedulable_jobs() -> list[Job]:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import InvalidInput, NotFound
@@ -131,6 +131,19 @@ def list_for_job(*, actor: Actor, job_id: UUID, limit: int = 100) -> list[Notifi
     jobs.get_job(actor=actor, job_id=job_id)
     return list(db.session.scalars(select(Notification).where(Notification.job_id == job_id)
                                    .order_by(Notification.created_at.desc(), Notification.id).limit(limit)))
+
+
+def list_job_notifications(*, actor: Actor, job_id: UUID, limit: int = 100,
+                           offset: int = 0) -> tuple[list[Notification], int]:
+    """A page of the job's notifications, newest first (ties by id), and how many it has."""
+    from app.services import jobs
+
+    jobs.get_job(actor=actor, job_id=job_id)
+    query = select(Notification).where(Notification.job_id == job_id)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.order_by(Notification.created_at.desc(), Notification.id)
+                              .limit(limit).offset(offset))
+    return list(rows), total
 
 
 # --- delivering ---------------------------------------------------------------------------------

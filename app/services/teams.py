@@ -63,7 +63,19 @@ def member_counts() -> dict[UUID, int]:
 
 def list_teams(*, actor: Actor) -> list[Team]:
     access.require_admin(actor, "list teams")
-    return list(db.session.scalars(select(Team).order_by(Team.name)))
+    return list(db.session.scalars(select(Team).order_by(Team.name, Team.id)))
+
+
+def list_teams_page(*, actor: Actor, limit: int = 100, offset: int = 0,
+                    search: str | None = None) -> tuple[list[Team], int]:
+    """A page of the teams (admins), by name, and how many match; ``search``: a part of the name."""
+    access.require_admin(actor, "list teams")
+    query = select(Team)
+    if search:
+        query = query.where(func.lower(Team.name).contains(search.lower(), autoescape=True))
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.order_by(Team.name, Team.id).limit(limit).offset(offset)).all()
+    return list(rows), total
 
 
 def rename_team(*, actor: Actor, team_id: UUID, name: str) -> Team:

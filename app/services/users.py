@@ -15,6 +15,7 @@ from app.models.user import ROLES
 from app.services import access, audit
 from app.services.actors import SYSTEM, Actor
 from app.services.api_tokens import issue_token
+from app.services.jobs import sort_order
 
 BOOTSTRAP_ADMIN_EMAIL = "admin"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -79,10 +80,41 @@ def find_by_email(email: str) -> User:
     return user
 
 
-def list_users(*, actor: Actor, limit: int = 100, offset: int = 0) -> tuple[list[User], int]:
+#: ``sort`` of user lists: a field, ``-`` first for descending; ties are broken by id.
+USER_SORT_FIELDS = ("email", "created_at", "last_login_at", "role")
+
+
+def list_users(*, actor: Actor, limit: int = 100, offset: int = 0, role: str | None = None,
+               team_id: UUID | None = None, search: str | None = None,
+               sort: str = "email") -> tuple[list[User], int]:
+    """Users (admins only), filtered and sorted (default by email), and how many match.
+
+    Parameters:
+      role: only users of this role; team_id: only members of this team.
+      search: a part of the email or display name, in any case.
+
+    Raises:
+      Forbidden: the actor is not an admin.
+      InvalidInput: an unknown role or sort field (the allowed ones are listed).
+    """
     access.require_admin(actor, "list users")
-    total = db.session.scalar(select(func.count()).select_from(User))
-    rows = db.session.scalars(select(User).order_by(User.email, User.id).limit(limit).offset(offset)).all()
+    errors: dict[str, str] = {}
+    if role is not None and role not in ROLES:
+        errors["role"] = f"unknown role {role!r}; use one of {', '.join(ROLES)}"
+    order = sort_order(sort, {field: getattr(User, field) for field in USER_SORT_FIELDS}, User.id, errors)
+    if errors:
+        raise InvalidInput(errors)
+    query = select(User)
+    if role is not None:
+        query = query.where(User.role == role)
+    if team_id is not None:
+        query = query.where(User.team_id == team_id)
+    if search:
+        pattern = search.lower()
+        query = query.where(func.lower(User.email).contains(pattern, autoescape=True)
+                            | func.lower(func.coalesce(User.display_name, "")).contains(pattern, autoescape=True))
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
     return list(rows), total
 
 

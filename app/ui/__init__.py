@@ -1,7 +1,5 @@
-"""The web UI (Jinja + HTMX): sign-in, server-side sessions, CSRF protection, live logs.
-
-The job pages themselves arrive with the UI issue; what is here is what every page relies on.
-"""
+"""The web UI (Jinja + HTMX, vendored static files, no build step): sign-in, server-side sessions,
+CSRF protection, the pages, live logs."""
 
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import security_headers
-from app.ui import auth, csrf, live_log, pages, sessions
+from app.ui import auth, csrf, job_editor, job_pages, live_log, pages, sessions, views
 
 
 def init_app(app: Flask) -> None:
@@ -20,9 +18,11 @@ def init_app(app: Flask) -> None:
     sessions.install(app)
     csrf.install(app)
     security_headers.install(app)
+    views.install(app)
     if app.config["OIDC_ENABLED"]:
         auth.register_sso_client(app)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(job_pages.bp)  # with job_editor's routes
     app.register_blueprint(auth.bp)
     app.register_blueprint(live_log.bp)
     _limit_sign_in(app)

@@ -1,18 +1,17 @@
-"""The web UI's pages. Until the full UI lands, a home page that shows who is signed in."""
+"""The start page: the dashboard when it is installed, else the job list."""
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, url_for
 
-from app.ui.web_auth import web_actor
+from app.ui.views import signed_in
 
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
 
 
 @bp.get("/")
+@signed_in
 def home():
-    actor = web_actor()
-    if actor is None:
-        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-    return render_template("home.html", user=actor.user)
+    start = "dashboard.dashboard" if "dashboard.dashboard" in current_app.view_functions else "job_pages.list_jobs"
+    return redirect(url_for(start))

@@ -88,6 +88,7 @@ MATRIX: dict[tuple[str, str], dict] = {
     ("POST", JOB_RULE + "/resume"): job_changers(200),
     ("GET", JOB_RULE + "/executions"): job_readers(200),
     ("GET", JOB_RULE + "/notifications"): job_readers(200),
+    ("GET", JOB_RULE + "/metrics"): job_readers(200),
     ("POST", JOB_RULE + "/notifications/test"): job_changers(202),
     ("GET", EXECUTION_RULE): job_readers(200),
     ("GET", EXECUTION_RULE + "/log"): job_readers(200),

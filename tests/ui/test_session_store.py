@@ -64,6 +64,6 @@ def test_standalone_signs_in_with_an_api_token_and_keeps_the_session_in_its_data
     assert "Single sign-on is not configured" in page.text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     assert web.post("/login/token", data={"token": token, "csrf_token": csrf}).status_code == 303
-    assert "admin" in web.get("/").text
+    assert "admin" in web.get("/jobs").text
     with application.extensions["jobplane_db"].engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(WebSession)) == 1

@@ -18,6 +18,19 @@ PUBLIC = {
 SIGNED_IN = {
     ("GET", "/"): 302,
     ("POST", "/logout"): 400,
+    ("GET", "/jobs"): 302,
+    ("GET", "/jobs/new"): 302,
+    ("POST", "/jobs/new"): 400,
+    ("GET", "/jobs/schedule-preview"): 302,
+    ("GET", "/jobs/<uuid:job_id>"): 302,
+    ("GET", "/jobs/<uuid:job_id>/edit"): 302,
+    ("POST", "/jobs/<uuid:job_id>/edit"): 400,
+    ("POST", "/jobs/<uuid:job_id>/run"): 400,
+    ("POST", "/jobs/<uuid:job_id>/<any(pause, resume):switch>"): 400,
+    ("POST", "/jobs/<uuid:job_id>/delete"): 400,
+    ("POST", "/jobs/<uuid:job_id>/notifications/test"): 400,
+    ("POST", "/jobs/<uuid:job_id>/secrets"): 400,
+    ("POST", "/jobs/<uuid:job_id>/secrets/<name>/delete"): 400,
     ("GET", "/ws/executions/<uuid:execution_id>/log"): 403,  # no Origin: refused before the session
 }
 
@@ -35,7 +48,8 @@ def test_every_web_route_has_a_rule(app):
 
 @pytest.mark.parametrize("method, rule", sorted(SIGNED_IN))
 def test_an_anonymous_visitor_gets_nothing_from_signed_in_routes(app, method, rule):
-    path = rule.replace("<uuid:execution_id>", "00000000-0000-0000-0000-000000000000")
+    path = re.sub(r"<uuid:\w+>", "00000000-0000-0000-0000-000000000000", rule).replace("<name>", "TOKEN").replace(
+        "<any(pause, resume):switch>", "pause")
     headers = {}
     if rule.startswith("/ws/"):  # a websocket route answers only a handshake (plain GETs get 400)
         headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
@@ -46,10 +60,12 @@ def test_an_anonymous_visitor_gets_nothing_from_signed_in_routes(app, method, ru
         assert response.headers["Location"].startswith("/login")
 
 
-def test_signed_in_the_home_page_shows_only_the_viewer(app, admin):
+def test_signed_in_the_start_page_leads_to_the_jobs_and_shows_the_viewer(app, admin):
     web = app.test_client()
     page = web.get("/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     web.post("/login/token", data={"token": ADMIN_TOKEN, "csrf_token": csrf})
-    home = web.get("/")
-    assert home.status_code == 200 and "admin" in home.text
+    start = web.get("/")
+    assert start.status_code == 302 and start.headers["Location"] in ("/dashboard", "/jobs")
+    home = web.get(start.headers["Location"])
+    assert home.status_code == 200 and 'id="whoami">admin<' in home.text

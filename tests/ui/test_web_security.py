@@ -41,7 +41,7 @@ def test_without_single_sign_on_the_page_says_so_and_takes_an_api_token(app, adm
     assert "Single sign-on is not configured" in page.text
     signed_in = _token_sign_in(web, ADMIN_TOKEN, next="/")
     assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/"
-    assert "admin" in web.get("/").text
+    assert "admin" in web.get("/jobs").text
     with app.app_context():
         assert db.session.scalars(select(AuditLog.action).where(AuditLog.action.like("login%"))).all() == \
             ["login_succeeded"]
@@ -50,7 +50,7 @@ def test_without_single_sign_on_the_page_says_so_and_takes_an_api_token(app, adm
 def test_a_wrong_token_is_refused_and_the_failure_is_kept(app, admin, web):
     refused = _token_sign_in(web, "jp_not_a_real_token_at_all")
     assert refused.status_code == 401 and "invalid, expired or revoked" in refused.text
-    assert web.get("/").status_code == 302
+    assert web.get("/jobs").status_code == 302
     with app.app_context():
         failed = db.session.scalars(select(AuditLog).where(AuditLog.action == "login_failed")).all()
     assert len(failed) == 1 and failed[0].ip_address == "127.0.0.1"
@@ -61,18 +61,18 @@ def test_state_changing_requests_without_the_csrf_token_get_400(app, admin, web)
     assert web.post("/login/token", data={"token": ADMIN_TOKEN}).status_code == 400
     assert web.post("/login/token", data={"token": ADMIN_TOKEN, "csrf_token": "forged"}).status_code == 400
     _token_sign_in(web, ADMIN_TOKEN)
-    home = web.get("/")
+    home = web.get("/jobs")
     assert web.post("/logout").status_code == 400
-    assert "admin" in web.get("/").text  # still signed in
+    assert "admin" in web.get("/jobs").text  # still signed in
     assert web.post("/logout", headers={"X-CSRF-Token": _csrf(home.text)}).status_code == 303  # HTMX's way
-    assert web.get("/").status_code == 302
+    assert web.get("/jobs").status_code == 302
 
 
 def test_sign_in_redirects_only_within_the_site(admin, web):
     for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
         response = _token_sign_in(web, ADMIN_TOKEN, next=target)
         assert response.headers["Location"] == "/", target
-        web.post("/logout", headers={"X-CSRF-Token": _csrf(web.get("/").text)})
+        web.post("/logout", headers={"X-CSRF-Token": _csrf(web.get("/jobs").text)})
 
 
 def test_every_response_carries_the_security_headers(admin, web):
