@@ -65,12 +65,35 @@ def test_jobs_list_as_a_table_and_as_json(app, jobs, jobplane):
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["NAME", "OWNER", "TYPE", "SCHEDULE", "STATUS", "ID"]
     assert [line.split()[:3] for line in lines[1:]] == [["backup", "maya@example.com", "bash"],
-                                                        ["report", "maya@example.com", "python"],
-                                                        ["cleanup", "ops@example.com", "bash"]]
-    assert "on demand" in lines[2] and "0 3 * * *" in lines[1]
-    listed = json.loads(jobplane("jobs", "list", "--json", "--owner", "ops@example.com").stdout)
+                                                        ["cleanup", "ops@example.com", "bash"],
+                                                        ["report", "maya@example.com", "python"]]
+    assert "0 3 * * *" in lines[1] and "on demand" in lines[3]
+    listed = json.loads(jobplane("jobs", "list", "--json", "--owner", "OPS@example.com").stdout)
     assert [(j["id"], j["name"], j["owner"], j["status"]) for j in listed] == [
         (jobs["cleanup"], "cleanup", "ops@example.com", "active")]
+
+
+def test_jobs_list_filters_sorts_and_says_when_it_shows_part(app, jobs, jobplane):
+    jobplane("jobs", "pause", jobs["report"])
+    names = lambda *args: [j["name"] for j in json.loads(jobplane("jobs", "list", "--json", *args).stdout)]  # noqa: E731
+    assert names("--status", "paused") == ["report"]
+    assert names("--status", "active", "--sort", "-name") == ["cleanup", "backup"]
+    assert names("--search", "CLEAN") == ["cleanup"]
+    assert names("--type", "python") == ["report"]
+    assert names("--owner", "maya@example.com", "--type", "bash") == ["backup"]
+    part = jobplane("jobs", "list", "--limit", "2")
+    assert len(part.stdout.splitlines()) == 3 and "(2 of 3 jobs shown; raise --limit to see more)" in part.stderr
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--status", "deleted"], 2, "--status"),
+    (["--type", "ruby"], 2, "--type"),
+    (["--limit", "0"], 2, "--limit"),
+    (["--sort", "owner"], 1, "sort:"),
+])
+def test_jobs_list_refuses_bad_options(app, jobs, jobplane, args, code, message):
+    result = jobplane("jobs", "list", *args)
+    assert result.exit_code == code and message in result.stderr and result.stdout == ""
 
 
 def test_jobs_list_for_an_unknown_owner_fails_naming_it(app, jobs, jobplane):

@@ -36,14 +36,29 @@ def _summary(job) -> dict[str, Any]:
             "version": job.version, "updated_at": job.updated_at}
 
 
-@jobs.command("list", help="List jobs (not deleted), by owner and name.")
+@jobs.command("list", help="List jobs (not deleted), filtered as the API's list is; by name unless --sort.")
 @click.option("--owner", default=None, metavar="EMAIL", help="only this user's jobs")
+@click.option("--status", type=click.Choice(["active", "paused"]), default=None, help="only active or paused jobs")
+@click.option("--search", default=None, metavar="TEXT", help="only jobs whose name contains this, in any case")
+@click.option("--type", "job_type", type=click.Choice(["python", "bash"]), default=None, help="only this job type")
+@click.option("--sort", default="name", show_default=True,
+              help="name, created_at, updated_at, status or job_type; a leading - for descending")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="at most this many")
 @json_option
-def jobs_list(owner: str | None, as_json: bool) -> None:
-    from app.services import job_export
+def jobs_list(owner: str | None, status: str | None, search: str | None, job_type: str | None, sort: str,
+              limit: int, as_json: bool) -> None:
+    from app.services import jobs as job_service, users as user_service
 
-    rows = in_app(lambda actor: [_summary(job) for job in job_export.select_jobs(actor=actor, owner_email=owner)])
+    def work(actor) -> tuple[list[dict[str, Any]], int]:
+        found, total = job_service.list_jobs(
+            actor=actor, limit=limit, owner_id=user_service.find_by_email(owner).id if owner else None,
+            status={"paused": "disabled"}.get(status, status), search=search, job_type=job_type, sort=sort)
+        return [_summary(job) for job in found], total
+
+    rows, total = in_app(work)
     emit(rows, as_json=as_json, columns=("name", "owner", "type", "schedule", "status", "id"))
+    if total > len(rows):
+        click.echo(f"({len(rows)} of {total} jobs shown; raise --limit to see more)", err=True)
 
 
 @jobs.command("show", help="Show a job: its definition (as `jobs export` writes it) and its state.")
