@@ -153,6 +153,19 @@ def test_users_list_as_a_table_and_as_json(app, jobplane, maya):
     assert listed[1]["id"] == str(user(app, "maya@example.com").id)
 
 
+def test_users_list_filters(app, jobplane, maya):
+    jobplane("teams", "create", "--name", "Billing")
+    jobplane("users", "create", "--email", "viewer@example.com", "--role", "team_viewer")
+    jobplane("users", "set-team", "--email", "viewer@example.com", "--team", "Billing")
+    emails = lambda *args: [u["email"] for u in json.loads(jobplane("users", "list", "--json", *args).stdout)]  # noqa: E731
+    assert emails("--role", "job_creator") == ["maya@example.com"]
+    assert emails("--team", "billing") == ["viewer@example.com"]
+    assert emails("--search", "EXAMPLE") == ["maya@example.com", "viewer@example.com"]
+    unknown = jobplane("users", "list", "--team", "Nope")
+    assert unknown.exit_code == 1 and "no team named 'Nope'" in unknown.stderr
+    assert jobplane("users", "list", "--role", "root").exit_code == 2
+
+
 # --- tokens -------------------------------------------------------------------------------------
 
 def test_tokens_create_list_and_revoke(app, client, jobplane, maya):

@@ -74,17 +74,21 @@ def _change_user(email: str, changes) -> None:
         changes=changes() if callable(changes) else changes))
 
 
-@users.command("list", help="List every user with their role and team.")
+@users.command("list", help="List users with their role and team, by email.")
+@click.option("--role", type=ROLES, default=None, help="only users with this role")
+@click.option("--team", default=None, metavar="NAME", help="only members of this team")
+@click.option("--search", default=None, metavar="TEXT", help="only users whose email or name contains this")
 @json_option
-def users_list(as_json: bool) -> None:
+def users_list(role: str | None, team: str | None, search: str | None, as_json: bool) -> None:
     from sqlalchemy import select
 
     from app.extensions import db
     from app.models import Team
-    from app.services import users as user_service
+    from app.services import teams as team_service, users as user_service
 
     def work(actor) -> list[dict[str, Any]]:
-        found, total = user_service.list_users(actor=actor, limit=1_000_000)
+        team_id = team_service.find_by_name(team).id if team else None
+        found, _ = user_service.list_users(actor=actor, limit=1_000_000, role=role, team_id=team_id, search=search)
         teams = dict(db.session.execute(select(Team.id, Team.name)).all())
         return [{"id": user.id, "email": user.email, "role": user.role, "team": teams.get(user.team_id),
                  "active": user.is_active, "sso": user.oidc_subject is not None, "created_at": user.created_at}
