@@ -172,6 +172,9 @@ SETTINGS: tuple[Setting, ...] = (
             "e.g. '1000 per hour'); a request with no valid token counts against its client address"),
     Setting("AUDIT_RETENTION_DAYS", 90, _parse_int,
             "audit rows older than this are pruned by the scheduler leader (the chain stays verifiable)"),
+    Setting("RETENTION_DAYS", 90, _parse_int,
+            "finished executions older than this, with their logs and notifications, are deleted by "
+            "`jobplane purge` (spec: 90 days)"),
     Setting("IDEMPOTENCY_TTL_HOURS", 24, _parse_int,
             "an Idempotency-Key is remembered this long after its request (then pruned by the scheduler "
             "leader)"),
@@ -275,8 +278,8 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
     if not values["PYTHON"]:
         values["PYTHON"] = _default_python()
     for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS",
-                "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "IDEMPOTENCY_TTL_HOURS", "NOTIFY_ATTEMPTS",
-                "NOTIFY_BREAKER_FAILURES", "NOTIFY_THREADS"):
+                "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "RETENTION_DAYS", "IDEMPOTENCY_TTL_HOURS",
+                "NOTIFY_ATTEMPTS", "NOTIFY_BREAKER_FAILURES", "NOTIFY_THREADS"):
         if values[key] < 1:
             raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")
     values["SQLALCHEMY_IS_SQLITE"] = values["DATABASE_URL"].startswith("sqlite")

@@ -26,9 +26,10 @@ def jobplane(app, settings):
     env.update(LOGNAME=LOGIN, USER=LOGIN)
     runner = CliRunner()
 
-    def run(*args: str, **extra: str):
+    def run(*args: str, input: str | None = None, **extra: str):
+        """``input`` is what the operator types (answers to confirmations); ``extra`` are settings."""
         return runner.invoke(main, list(args), env={**env, **{f"JOBPLANE_{k}": v for k, v in extra.items()}},
-                             catch_exceptions=False)
+                             input=input, catch_exceptions=False)
 
     return run
 

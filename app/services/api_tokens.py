@@ -65,6 +65,14 @@ def list_own_tokens(*, actor: Actor) -> list[ApiToken]:
                                    .order_by(ApiToken.created_at.desc(), ApiToken.id)))
 
 
+def list_user_tokens(*, actor: Actor, user: User) -> list[ApiToken]:
+    """The tokens of ``user``, newest first (never their values): their own, or anyone's for an admin."""
+    if not actor.system and (actor.user is None or actor.user.id != user.id):
+        access.require_admin(actor, "list other users' tokens")
+    return list(db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
+                                   .order_by(ApiToken.created_at.desc(), ApiToken.id)))
+
+
 def list_own_tokens_page(*, actor: Actor, limit: int = 100, offset: int = 0) -> tuple[list[ApiToken], int]:
     """A page of the actor's tokens, newest first (ties by id), and how many they have."""
     query = select(ApiToken).where(ApiToken.user_id == actor.user.id)

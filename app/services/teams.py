@@ -43,6 +43,24 @@ def get_team(*, actor: Actor, team_id: UUID) -> Team:
     return team
 
 
+def find_by_name(name: str) -> Team:
+    """The team with this name (any case), for the admin CLI.
+
+    Raises:
+      NotFound: no such team.
+    """
+    team = db.session.scalar(select(Team).where(func.lower(Team.name) == name.strip().lower()))
+    if team is None:
+        raise NotFound(f"no team named {name!r}; create it with `jobplane teams create`")
+    return team
+
+
+def member_counts() -> dict[UUID, int]:
+    """How many users each team has (teams without members are absent)."""
+    return dict(db.session.execute(select(User.team_id, func.count()).where(User.team_id.is_not(None))
+                                   .group_by(User.team_id)).all())
+
+
 def list_teams(*, actor: Actor) -> list[Team]:
     access.require_admin(actor, "list teams")
     return list(db.session.scalars(select(Team).order_by(Team.name, Team.id)))

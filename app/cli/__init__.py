@@ -1,21 +1,19 @@
-"""The ``jobplane`` command: the production processes, standalone mode and administration."""
+"""The ``jobplane`` command: the production processes, standalone mode and administration.
+
+The administration commands live in ``app.cli.people`` (users, teams, tokens), ``app.cli.jobs``
+(jobs, executions, export and apply) and ``app.cli.maintenance`` (purge); each calls the same
+services as the API, as the CLI's actor (audited as ``cli:<login>``).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
 
 import click
 
-from app.config import ConfigError, load_settings, settings_table
-
-
-def _settings() -> dict:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+from app.cli.common import in_app as _in_app, settings as _settings
+from app.config import ConfigError, settings_table
 
 
 @click.group(help="Jobplane: cron jobs fired exactly once, run isolated, logged and retried.")
@@ -92,78 +90,6 @@ def secrets_rotate() -> None:
     click.echo(f"re-encrypted {count} secret value(s) with the current key")
 
 
-def _in_app(work: Callable[[Any], Any]) -> Any:
-    """Run ``work(actor)`` in one committed transaction of a configured app, as the CLI's actor
-    (audited as ``cli:<login>``); Jobplane's errors become a CLI error naming the fix."""
-    from app import create_app
-    from app.errors import InvalidInput, JobplaneError
-    from app.extensions import db
-    from app.services.actors import cli_actor
-
-    _settings()
-    app = create_app()
-    with app.app_context():
-        try:
-            with db.unit_of_work():
-                return work(cli_actor())
-        except InvalidInput as exc:
-            problems = "; ".join(f"{field}: {', '.join(msgs)}" for field, msgs in exc.errors.items())
-            raise click.ClickException(problems) from None
-        except JobplaneError as exc:
-            raise click.ClickException(exc.message) from None
-
-
-@main.group(help="Users and their roles.")
-def users() -> None:
-    pass
-
-
-@users.command("create", help="Create a user with a role (admin, job_creator, team_viewer).")
-@click.option("--email", required=True)
-@click.option("--role", required=True, type=click.Choice(["admin", "job_creator", "team_viewer"]))
-@click.option("--oidc-subject", default=None, help="link to a single sign-on identity (its sub claim)")
-def users_create(email: str, role: str, oidc_subject: str | None) -> None:
-    from app.services import users as user_service
-
-    issuer = _settings().get("OIDC_ISSUER")
-    user_id = _in_app(lambda actor: user_service.create_user(
-        actor=actor, email=email, role=role, oidc_subject=oidc_subject,
-        oidc_issuer=issuer.rstrip("/") if issuer and oidc_subject else None).id)
-    click.echo(f"created user {email} ({role}): {user_id}")
-
-
-@users.command("set-role", help="Change a user's role.")
-@click.option("--email", required=True)
-@click.option("--role", required=True, type=click.Choice(["admin", "job_creator", "team_viewer"]))
-def users_set_role(email: str, role: str) -> None:
-    from app.services import users as user_service
-
-    _in_app(lambda actor: user_service.update_user(
-        actor=actor, user_id=user_service.find_by_email(email).id, changes={"role": role}))
-    click.echo(f"{email} is now {role}")
-
-
-@main.group(help="Personal API tokens.")
-def tokens() -> None:
-    pass
-
-
-@tokens.command("issue", help="Issue an API token for a user; it is printed once.")
-@click.option("--email", required=True)
-@click.option("--name", required=True, help="what the token is for")
-@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 365), help="lifetime")
-def tokens_issue(email: str, name: str, days: int) -> None:
-    from datetime import timedelta
-
-    from app.models.base import utcnow
-    from app.services import api_tokens, users as user_service
-
-    plain = _in_app(lambda actor: api_tokens.issue_token(
-        actor=actor, user=user_service.find_by_email(email), name=name,
-        expires_at=utcnow() + timedelta(days=days))[1])
-    click.echo(plain)
-
-
 @main.group(help="Notifications.")
 def notifications() -> None:
     pass
@@ -206,3 +132,13 @@ def audit_prune() -> None:
 @main.command(help="Print every setting as a Markdown table.")
 def settings() -> None:
     click.echo(settings_table())
+
+
+def _add_commands() -> None:
+    from app.cli import jobs, maintenance, people
+
+    for command in (*people.COMMANDS, *jobs.COMMANDS, *maintenance.COMMANDS):
+        main.add_command(command)
+
+
+_add_commands()
