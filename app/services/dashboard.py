@@ -1,0 +1,211 @@
+"""The dashboard's figures for what a viewer may see, computed in SQL.
+
+The scope is ``access.visible_jobs`` (everything for an admin, the team's jobs for a team viewer,
+their own for a job creator), narrowed to one team when an admin picks it.  Deleted jobs and
+their runs are left out: the dashboard shows only what the viewer can open.
+
+Days are UTC days.  Every figure counts executions by their fire time (``scheduled_for``), so a
+retry counts on the day of the fire it retries, and every window uses the
+``(job_id, scheduled_for)`` index of the executions' unique constraint.  A run *failed* when it
+ended ``failed``, ``timed_out`` or ``lost``; a failure rate is failed / (succeeded + failed), so
+cancelled, queued and running runs do not move it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Date, Select, cast, func, or_, select
+from sqlalchemy.orm import load_only
+
+from app.extensions import db
+from app.models import Execution, Job
+from app.services import access, job_overview, teams
+from app.services.actors import Actor
+
+#: days the runs-per-day chart covers, today included
+CHART_DAYS = 14
+#: days of the failure rate, the slowest and the most failing jobs, today included
+WINDOW_DAYS = 7
+#: rows of each ranked list (next fires, slowest, most failing)
+TOP = 10
+#: the "running now" panel lists at most this many runs, and says how many there are in all
+RUNNING_LIMIT = 50
+SUCCEEDED = ("success",)
+FAILED = ("failed", "timed_out", "lost")
+#: outcomes that have a duration worth ranking
+_TIMED = SUCCEEDED + FAILED
+
+
+def summary(*, actor: Actor, team_id: UUID | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Every figure of the dashboard for ``actor``'s scope.
+
+    Parameters:
+      actor: the viewer; the scope follows their role.
+      team_id: admins only: one team's jobs instead of all.
+      now: aware; the current time (tests pass a fixed one).
+
+    Returns:
+      dict: ``runs_today`` (``total`` runs and ``by_status``), ``failure_rate`` (``today`` and
+      ``week``: ``rate`` in 0..1 or None with no finished run, ``failed``, ``finished``),
+      ``running`` (see :func:`running_now`), ``next_fires``, ``slowest``, ``most_failing`` and
+      ``runs_per_day`` (oldest first, ``CHART_DAYS`` entries with ``day``, ``succeeded``, ``failed``).
+
+    Raises:
+      Forbidden: a team was given by someone who is not an admin.
+      NotFound: no such team.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    _check_team(actor, team_id)
+    today = now.date()
+    counts = _runs_by_day_and_status(actor, team_id, since=_midnight(today - timedelta(days=CHART_DAYS - 1)))
+    window = [today - timedelta(days=n) for n in range(WINDOW_DAYS)]
+    by_status_today = {status: n for (day, status), n in counts.items() if day == today}
+    week_start = _midnight(window[-1])
+    return {
+        "now": now,
+        "team_id": team_id,
+        "runs_today": {"total": sum(n for status, n in by_status_today.items() if status not in ("skipped", "missed")),
+                       "by_status": dict(sorted(by_status_today.items()))},
+        "failure_rate": {"today": _rate(counts, [today]), "week": _rate(counts, window)},
+        "running": running_now(actor=actor, team_id=team_id, now=now),
+        "next_fires": next_fires(actor=actor, team_id=team_id, now=now),
+        "slowest": _slowest(actor, team_id, since=week_start),
+        "most_failing": _most_failing(actor, team_id, since=week_start),
+        "runs_per_day": [{"day": day, "succeeded": sum(counts.get((day, s), 0) for s in SUCCEEDED),
+                          "failed": sum(counts.get((day, s), 0) for s in FAILED)}
+                         for day in (today - timedelta(days=n) for n in reversed(range(CHART_DAYS)))],
+    }
+
+
+def running_now(*, actor: Actor, team_id: UUID | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The runs in progress in the scope, longest running first (the panel refreshes on its own).
+
+    Returns:
+      dict: ``total`` and ``rows`` (at most ``RUNNING_LIMIT``: ``execution_id``, ``job_id``,
+      ``job_name``, ``attempt``, ``started_at``, ``elapsed_seconds``).
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    _check_team(actor, team_id)
+    base = _scoped(select(Execution.id).join(Job, Job.id == Execution.job_id)
+                   .where(Execution.status == "running"), actor, team_id)
+    total = db.session.scalar(select(func.count()).select_from(base.subquery()))
+    rows = db.session.execute(_scoped(
+        select(Execution.id, Execution.job_id, Job.name, Execution.attempt, Execution.started_at)
+        .join(Job, Job.id == Execution.job_id).where(Execution.status == "running")
+        .order_by(Execution.started_at.asc().nulls_last(), Execution.id).limit(RUNNING_LIMIT), actor, team_id))
+    return {"total": total, "rows": [
+        {"execution_id": row.id, "job_id": row.job_id, "job_name": row.name, "attempt": row.attempt,
+         "started_at": _aware(row.started_at),
+         "elapsed_seconds": (now - _aware(row.started_at)).total_seconds() if row.started_at else None}
+        for row in rows]}
+
+
+def next_fires(*, actor: Actor, team_id: UUID | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The ``TOP`` soonest fire times among the scope's active jobs, one per job (its next one),
+    so a job firing every second does not fill the list on its own."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    # only the columns next_fire_time reads: 5,000 jobs' scripts are not worth loading
+    jobs = db.session.scalars(_scoped(
+        select(Job).options(load_only(Job.id, Job.name, Job.status, Job.schedule, Job.run_at, Job.timezone,
+                                      Job.start_at, Job.end_at))
+        .where(Job.status == "active", or_(Job.schedule.is_not(None), Job.run_at > now)), actor, team_id))
+    upcoming = [(fire, job) for job in jobs if (fire := job_overview.next_fire_time(job, now=now)) is not None]
+    upcoming.sort(key=lambda pair: (pair[0], pair[1].name))
+    return [{"job_id": job.id, "job_name": job.name, "at": fire} for fire, job in upcoming[:TOP]]
+
+
+def _check_team(actor: Actor, team_id: UUID | None) -> None:
+    if team_id is not None:
+        access.require_admin(actor, "pick a team on the dashboard")
+        teams.get_team(actor=actor, team_id=team_id)
+
+
+def _scoped(query: Select, actor: Actor, team_id: UUID | None) -> Select:
+    """Narrow a query that has ``Job`` in its FROM to the viewer's scope."""
+    query = access.visible_jobs(actor, query.where(Job.status != "deleted"))
+    return query.where(Job.team_id == team_id) if team_id is not None else query
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _utc_day(column):
+    """The UTC calendar day of a timestamp column, in this database's dialect."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)  # SQLite (standalone) stores naive UTC text
+
+
+def _runs_by_day_and_status(actor: Actor, team_id: UUID | None, *, since: datetime) -> Counter:
+    """``{(day, status): count}`` since ``since``: one grouped scan serves the chart, today's
+    counts and both failure rates."""
+    day = _utc_day(Execution.scheduled_for).label("day")
+    rows = db.session.execute(_scoped(
+        select(day, Execution.status, func.count()).join(Job, Job.id == Execution.job_id)
+        .where(Execution.scheduled_for >= since).group_by(day, Execution.status), actor, team_id))
+    return Counter({(value if isinstance(value, date) else date.fromisoformat(value), status): n
+                    for value, status, n in rows})
+
+
+def _rate(counts: Counter, days: list[date]) -> dict[str, Any]:
+    failed = sum(counts.get((day, status), 0) for day in days for status in FAILED)
+    finished = failed + sum(counts.get((day, status), 0) for day in days for status in SUCCEEDED)
+    return {"rate": failed / finished if finished else None, "failed": failed, "finished": finished}
+
+
+def _slowest(actor: Actor, team_id: UUID | None, *, since: datetime) -> list[dict[str, Any]]:
+    """The ``TOP`` jobs with the highest p95 run duration since ``since`` (continuous percentile)."""
+    timed = (Execution.scheduled_for >= since, Execution.status.in_(_TIMED), Execution.duration_seconds.is_not(None))
+    if db.session.get_bind().dialect.name != "postgresql":
+        return _slowest_in_python(actor, team_id, timed)
+    p95 = func.percentile_cont(0.95).within_group(Execution.duration_seconds)
+    rows = db.session.execute(_scoped(
+        select(Job.id, Job.name, p95.label("p95"), func.count().label("runs"))
+        .join(Job, Job.id == Execution.job_id).where(*timed)
+        .group_by(Job.id, Job.name).order_by(p95.desc(), Job.name).limit(TOP), actor, team_id))
+    return [{"job_id": row.id, "job_name": row.name, "p95_seconds": float(row.p95), "runs": row.runs} for row in rows]
+
+
+def _slowest_in_python(actor: Actor, team_id: UUID | None, timed: tuple) -> list[dict[str, Any]]:
+    # SQLite has no percentile_cont; a standalone laptop's history is small enough to rank here
+    durations: dict[tuple[UUID, str], list[float]] = {}
+    for job_id, name, seconds in db.session.execute(_scoped(
+            select(Job.id, Job.name, Execution.duration_seconds).join(Job, Job.id == Execution.job_id)
+            .where(*timed), actor, team_id)):
+        durations.setdefault((job_id, name), []).append(seconds)
+    ranked = sorted(((percentile(values, 0.95), name, job_id, len(values))
+                     for (job_id, name), values in durations.items()), key=lambda row: (-row[0], row[1]))
+    return [{"job_id": job_id, "job_name": name, "p95_seconds": p95, "runs": runs}
+            for p95, name, job_id, runs in ranked[:TOP]]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """PostgreSQL's ``percentile_cont``: linear interpolation between the two nearest ranks."""
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _most_failing(actor: Actor, team_id: UUID | None, *, since: datetime) -> list[dict[str, Any]]:
+    """The ``TOP`` jobs with the most failed runs since ``since`` (ties: the higher rate first)."""
+    failed = func.count().filter(Execution.status.in_(FAILED))
+    finished = func.count()
+    rows = db.session.execute(_scoped(
+        select(Job.id, Job.name, failed.label("failed"), finished.label("finished"))
+        .join(Job, Job.id == Execution.job_id)
+        .where(Execution.scheduled_for >= since, Execution.status.in_(SUCCEEDED + FAILED))
+        .group_by(Job.id, Job.name).having(failed > 0)
+        .order_by(failed.desc(), (failed * 1.0 / finished).desc(), Job.name).limit(TOP), actor, team_id))
+    return [{"job_id": row.id, "job_name": row.name, "failures": row.failed, "runs": row.finished,
+             "rate": row.failed / row.finished} for row in rows]
