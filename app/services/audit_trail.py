@@ -25,6 +25,8 @@ def _filtered(filters: dict[str, Any]) -> Select:
         if filters.get(field) is not None:
             query = query.where(getattr(AuditLog, field) == (str(filters[field]) if field == "resource_id"
                                                               else filters[field]))
+    if filters.get("email"):  # who acted: a user's email, or the label of the CLI or a failed sign-in
+        query = query.where(func.lower(AuditLog.email) == filters["email"].lower())
     since: datetime | None = filters.get("since")
     until: datetime | None = filters.get("until")
     if since:
@@ -36,8 +38,8 @@ def _filtered(filters: dict[str, Any]) -> Select:
 
 def list_entries(*, actor: Actor, filters: dict[str, Any], limit: int = 100,
                  offset: int = 0) -> tuple[list[AuditLog], int]:
-    """Audit rows matching ``filters`` (user_id, action, resource_type, resource_id, since, until),
-    newest first, and how many match."""
+    """Audit rows matching ``filters`` (user_id, email, action, resource_type, resource_id, since,
+    until), newest first, and how many match."""
     access.require_admin(actor, "read the audit log")
     query = _filtered(filters)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
