@@ -20,8 +20,8 @@ from app.ui.views import current_actor, signed_in
 bp = Blueprint("dashboard", __name__)
 
 #: the chart's drawing box (SVG user units); the page scales it to its width
-CHART_WIDTH, CHART_HEIGHT = 700, 170
-_PLOT_LEFT, _PLOT_TOP, _PLOT_BOTTOM = 34, 12, 140
+CHART_WIDTH, CHART_HEIGHT = 1000, 150
+_PLOT_LEFT, _PLOT_TOP, _PLOT_BOTTOM = 34, 10, 128
 
 
 @bp.get("/dashboard", endpoint="dashboard")  # the nav and the start page link "dashboard.dashboard"

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from app import create_app
 from app.errors import Forbidden, NotFound
 from app.extensions import db
+from app.migrate import upgrade
 from app.models import Execution, User
-from app.services import dashboard, jobs, teams
+from app.services import dashboard, jobs, teams, users
 from app.services.actors import SYSTEM, Actor
 from tests.conftest import ADMIN_TOKEN
 from tests.ui.web_client import make_user, signed_in
@@ -40,8 +42,12 @@ def _job(actor: Actor, name: str, schedule: str):
 
 @pytest.fixture
 def world(app, admin):
+    return _seed(app)
+
+
+def _seed(app) -> dict:
     """Two teams.  Team A: Alice's two jobs, Dave's one, Carol views the team.  Team B: Bob's job.
-    Also a paused and a deleted job of Alice's, whose runs the dashboard leaves out."""
+    Also a paused job of Alice's (its runs count) and a deleted one (its runs do not)."""
     with app.app_context():
         team_a = teams.create_team(actor=SYSTEM, name="Team A")
         team_b = teams.create_team(actor=SYSTEM, name="Team B")
@@ -126,6 +132,13 @@ def test_next_fires_are_the_active_jobs_next_fire_times_soonest_first(app, world
     # Then the next fires are the active jobs' next fire times after noon, one per job
     assert [(row["job_name"], row["at"]) for row in figures["next_fires"]] == [
         ("hourly-sync", _at(0, 12, 15)), ("dave-report", _at(0, 13, 30)), ("nightly-etl", _at(-1, 3))]
+    # When the dashboard is read again 20 minutes later, after hourly-sync fired
+    with app.app_context():
+        carol = Actor(user=db.session.get(User, world["carol"]))
+        later = dashboard.next_fires(actor=carol, now=NOW + timedelta(minutes=20))
+    # Then hourly-sync's next fire is the next hour's, the others' have not moved
+    assert [(row["job_name"], row["at"]) for row in later] == [
+        ("hourly-sync", _at(0, 13, 15)), ("dave-report", _at(0, 13, 30)), ("nightly-etl", _at(-1, 3))]
 
 
 def test_an_admin_can_narrow_the_dashboard_to_one_team(app, world):
@@ -178,6 +191,33 @@ def test_the_chart_has_14_days_of_succeeded_and_failed_runs(app, world):
     assert {day["day"]: (day["succeeded"], day["failed"]) for day in days if day["succeeded"] or day["failed"]} == {
         TODAY: (2, 4), TODAY - timedelta(days=1): (1, 1), TODAY - timedelta(days=2): (1, 0),
         TODAY - timedelta(days=3): (1, 0), TODAY - timedelta(days=10): (0, 1)}
+
+
+def test_the_figures_are_the_same_on_sqlite_in_standalone_mode(app, world, tmp_path):
+    # Given a standalone Jobplane (SQLite: no percentile_cont, days as text) with the same history
+    standalone = create_app({"ENV": "standalone", "DATA_DIR": str(tmp_path)})
+    upgrade(standalone.config["DATABASE_URL"])
+    try:
+        with standalone.app_context():
+            users.bootstrap_admin(token=None)
+            db.session.commit()
+        _seed(standalone)
+        # When the admin and Carol read the figures there / Then they are PostgreSQL's, figure for figure
+        for email in ("admin", "carol@example.test"):
+            assert _without_ids(_summary(standalone, email)) == _without_ids(_summary(app, email))
+    finally:
+        standalone.extensions["jobplane_db"].engine.dispose()
+
+
+def _without_ids(figures: dict) -> dict:
+    """The figures with the rows' ids left out (each database made its own)."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {key: strip(item) for key, item in value.items() if not key.endswith("_id")}
+        if isinstance(value, list):
+            return [strip(item) for item in value]
+        return round(value, 6) if isinstance(value, float) else value
+    return strip(figures)
 
 
 def test_only_admins_pick_a_team_and_the_team_must_exist(app, world):
