@@ -140,35 +140,38 @@ def viewers(app, team_id) -> dict:
 
 
 def measure(app, team_id, rounds: int) -> dict[str, list[float]]:
+    """Every viewer's summary, next fires alone and the admin's whole page, interleaved in each
+    round so that a change in the machine's load hits all of them alike."""
     from app.extensions import db
     from app.services import dashboard
 
+    web = app.test_client()
+    page = web.get("/login")
+    csrf = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    web.post("/login/token", data={"token": common.ADMIN_TOKEN, "csrf_token": csrf})
+    assert web.get("/dashboard").status_code == 200
     timings: dict[str, list[float]] = {}
+
+    def timed(name: str, step) -> None:
+        started = time.perf_counter()
+        step()
+        timings.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+
     with app.app_context():
         who = viewers(app, team_id)
         for name, (actor, team) in who.items():  # warm-up: caches and the plan cache
             dashboard.summary(actor=actor, team_id=team)
         for _ in range(rounds):
             for name, (actor, team) in who.items():
-                started = time.perf_counter()
-                dashboard.summary(actor=actor, team_id=team)
-                timings.setdefault(f"summary: {name}", []).append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            dashboard.next_fires(actor=who["admin, all teams"][0])
-            timings.setdefault("next fires alone: admin (5,000 jobs)", []).append(
-                (time.perf_counter() - started) * 1000)
+                timed(f"summary: {name}", lambda: dashboard.summary(actor=actor, team_id=team))
+            timed("next fires alone: admin (5,000 jobs)", lambda: dashboard.next_fires(actor=who["admin, all teams"][0]))
+            timed("GET /dashboard page: admin", lambda: _ok(web.get("/dashboard")))
             db.session.rollback()
-    web = app.test_client()
-    page = web.get("/login")
-    csrf = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    web.post("/login/token", data={"token": common.ADMIN_TOKEN, "csrf_token": csrf})
-    assert web.get("/dashboard").status_code == 200
-    for _ in range(rounds):
-        started = time.perf_counter()
-        response = web.get("/dashboard")
-        timings.setdefault("GET /dashboard page: admin", []).append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200
     return timings
+
+
+def _ok(response) -> None:
+    assert response.status_code == 200, response.status_code
 
 
 def explain(app) -> list[str]:
@@ -227,7 +230,7 @@ def main() -> int:
     loadavg = common.loadavg()
     timings = measure(app, team["team_id"], options.rounds)
     print(f"# dashboard on {options.jobs} jobs and {options.executions} executions, {options.rounds} rounds "
-          f"(load average at start {loadavg})")
+          f"(load average at start {loadavg}, at end {common.loadavg()}, {os.cpu_count()} cores)")
     for name, values in timings.items():
         print(f"{name:40s} {common.fmt_summary(summary(values))}")
     worst = max(summary(values)["p99_ms"] for values in timings.values())
