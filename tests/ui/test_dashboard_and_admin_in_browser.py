@@ -64,6 +64,11 @@ def test_an_admin_opens_the_dashboard_and_every_admin_page(live_server, page):
     for label in ("Users", "Teams", "Audit log"):
         assert page.locator("nav[aria-label=Main] a", has_text=label).count() == 1
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    # And within 10 s the browser refreshes "running now" by itself, that panel only
+    with page.expect_response(lambda r: r.request.headers.get("hx-target") == "running-now",
+                              timeout=15_000) as refresh:
+        pass
+    assert refresh.value.status == 200 and page.locator("#running tbody tr").count() == 1
 
     # When they open each admin page from the navigation
     for label, path, marker, shot in (("Users", "/admin/users", "#users", "admin-users.png"),
