@@ -56,7 +56,8 @@ def list_users():
 def _render_users(*, form: dict | None = None, errors: dict | None = None, row_errors: dict | None = None,
                   status: int = 200):
     actor = current_actor()
-    page = _page_number()
+    # a refused change on page 2 is shown on page 2: its form says which page it came from
+    page = max(request.form.get("page", 0, type=int), 0) or _page_number()
     rows, total = users.list_users(actor=actor, limit=USERS_PAGE_SIZE, offset=(page - 1) * USERS_PAGE_SIZE)
     team_list = teams.list_teams(actor=actor)
     return render_template("admin/users.html", rows=rows, total=total, page=page,

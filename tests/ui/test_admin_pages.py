@@ -167,6 +167,10 @@ def test_the_user_list_is_paged(app, web):
     assert first.text.count('<tr id="user-') == 50 and "page 1 of 2" in first.text
     assert second.text.count('<tr id="user-') == 11 and "Previous" in second.text
     assert "user59@example.test" in second.text and "user59@example.test" not in first.text
+    # And a refused change to a user on page 2 comes back on page 2, beside that user's role
+    user59 = _user(app, "user59@example.test")
+    refused = _post(web, f"/admin/users/{user59.id}", role="root", team_id="", page="2")
+    assert refused.status_code == 422 and f'id="u-{user59.id}-role-error">must be one of' in refused.text
 
 
 # --- teams -----------------------------------------------------------------------------------------
