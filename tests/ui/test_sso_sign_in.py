@@ -34,7 +34,7 @@ def test_first_sign_in_creates_the_user_with_the_default_role_and_a_secure_sessi
         live_server, settings, oidc_provider, page):
     server = live_server(**sso_settings(settings, oidc_provider))
     _sign_in(page, server, "maya@example.test")
-    page.wait_for_url(server.url + "/")
+    page.wait_for_url(server.url + "/dashboard")  # the start page leads to the dashboard
     assert page.text_content("#whoami") == "maya@example.test"
     assert page.text_content(".role") == "team_viewer"
 
@@ -62,7 +62,7 @@ def test_a_user_an_admin_created_is_linked_at_first_sign_in_and_keeps_their_role
         users.create_user(actor=SYSTEM, email="Ravi@Example.test", role="job_creator")
         db.session.commit()
     _sign_in(page, server, "ravi@example.test")
-    page.wait_for_url(server.url + "/")
+    page.wait_for_url(server.url + "/dashboard")
     assert page.text_content(".role") == "job_creator"
     with server.app.app_context():
         assert db.session.scalar(select(func.count()).select_from(User)) == 1
@@ -88,7 +88,7 @@ def test_a_disabled_user_is_refused_and_the_failure_is_audited(live_server, sett
 def test_the_session_ends_sixty_minutes_after_sign_in(live_server, settings, oidc_provider, page, redis_url):
     server = live_server(**sso_settings(settings, oidc_provider))
     _sign_in(page, server, "maya@example.test")
-    page.wait_for_url(server.url + "/")
+    page.wait_for_url(server.url + "/dashboard")
     store = redis.Redis.from_url(redis_url)
     keys = store.keys(f"{settings['QUEUE_NAMESPACE']}:session:*")
     assert len(keys) == 1
@@ -96,7 +96,7 @@ def test_the_session_ends_sixty_minutes_after_sign_in(live_server, settings, oid
     data = json.loads(store.get(keys[0]))
     assert "id_token" in data and "user_id" in data
     page.reload()
-    assert page.url == server.url + "/"  # still valid within the hour
+    assert page.url == server.url + "/dashboard"  # still valid within the hour
     data["signed_in_at"] = time.time() - 60 * 60 - 1  # the hour has passed
     store.set(keys[0], json.dumps(data), keepttl=True)
     page.goto(server.url + "/")
