@@ -5,8 +5,9 @@ their own for a job creator), narrowed to one team when an admin picks it.  Dele
 their runs are left out: the dashboard shows only what the viewer can open.
 
 Days are UTC days.  Every figure counts executions by their fire time (``scheduled_for``), so a
-retry counts on the day of the fire it retries, and every window uses the
-``(job_id, scheduled_for)`` index of the executions' unique constraint.  A run *failed* when it
+retry counts on the day of the fire it retries.  A team's or a creator's window is read through
+the ``(job_id, scheduled_for, attempt)`` index of the executions' unique constraint, an admin's
+through the ``started_at`` index (see ``_fired_since``).  A run *failed* when it
 ended ``failed``, ``timed_out`` or ``lost``; a failure rate is failed / (succeeded + failed), so
 cancelled, queued and running runs do not move it.
 """
@@ -35,6 +36,12 @@ TOP = 10
 _CLOCK_SKEW = timedelta(hours=1)
 #: the "running now" panel lists at most this many runs, and says how many there are in all
 RUNNING_LIMIT = 50
+#: what a job's fire times depend on
+_SCHEDULE_COLUMNS = (Job.schedule, Job.timezone, Job.run_at, Job.start_at, Job.end_at)
+#: (schedule, timezone, run_at, start_at, end_at) -> (when it was worked out, the next fire time or None)
+_known_fires: dict[tuple, tuple[datetime, datetime | None]] = {}
+#: past this many schedules the memory is dropped and rebuilt
+_KNOWN_FIRES_MAX = 50_000
 SUCCEEDED = ("success",)
 FAILED = ("failed", "timed_out", "lost")
 
@@ -70,8 +77,8 @@ def summary(*, actor: Actor, team_id: UUID | None = None, now: datetime | None =
         "runs_today": {"total": sum(n for status, n in by_status_today.items() if status not in ("skipped", "missed")),
                        "by_status": dict(sorted(by_status_today.items()))},
         "failure_rate": {"today": _rate(counts, [today]), "week": _rate(counts, window)},
-        "running": running_now(actor=actor, team_id=team_id, now=now),
-        "next_fires": next_fires(actor=actor, team_id=team_id, now=now),
+        "running": _running(actor, team_id, now),
+        "next_fires": _next_fires(actor, team_id, now),
         "slowest": _slowest(per_job),
         "most_failing": _most_failing(per_job),
         "runs_per_day": [{"day": day, "succeeded": sum(counts.get((day, s), 0) for s in SUCCEEDED),
@@ -87,8 +94,11 @@ def running_now(*, actor: Actor, team_id: UUID | None = None, now: datetime | No
       dict: ``total`` and ``rows`` (at most ``RUNNING_LIMIT``: ``execution_id``, ``job_id``,
       ``job_name``, ``attempt``, ``started_at``, ``elapsed_seconds``).
     """
-    now = (now or datetime.now(UTC)).astimezone(UTC)
     _check_team(actor, team_id)
+    return _running(actor, team_id, (now or datetime.now(UTC)).astimezone(UTC))
+
+
+def _running(actor: Actor, team_id: UUID | None, now: datetime) -> dict[str, Any]:
     base = _scoped(select(Execution.id).join(Job, Job.id == Execution.job_id)
                    .where(Execution.status == "running"), actor, team_id)
     total = db.session.scalar(select(func.count()).select_from(base.subquery()))
@@ -106,7 +116,11 @@ def running_now(*, actor: Actor, team_id: UUID | None = None, now: datetime | No
 def next_fires(*, actor: Actor, team_id: UUID | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
     """The ``TOP`` soonest fire times among the scope's active jobs, one per job (its next one),
     so a job firing every second does not fill the list on its own."""
-    now = (now or datetime.now(UTC)).astimezone(UTC)
+    _check_team(actor, team_id)
+    return _next_fires(actor, team_id, (now or datetime.now(UTC)).astimezone(UTC))
+
+
+def _next_fires(actor: Actor, team_id: UUID | None, now: datetime) -> list[dict[str, Any]]:
     # plain rows, not ORM objects: loading 5,000 jobs as objects took most of a second
     rows = db.session.execute(_scoped(
         select(Job.id, Job.name, *_SCHEDULE_COLUMNS)
@@ -114,16 +128,6 @@ def next_fires(*, actor: Actor, team_id: UUID | None = None, now: datetime | Non
     upcoming = [(fire, row) for row in rows if (fire := _next_fire(row, now)) is not None]
     upcoming.sort(key=lambda pair: (pair[0], pair[1].name))
     return [{"job_id": row.id, "job_name": row.name, "at": fire} for fire, row in upcoming[:TOP]]
-
-
-#: (schedule, timezone, run_at, start_at, end_at) -> (when it was worked out, the next fire time or None)
-_known_fires: dict[tuple, tuple[datetime, datetime | None]] = {}
-#: past this many schedules the memory is dropped and rebuilt
-_KNOWN_FIRES_MAX = 50_000
-
-
-#: what a job's fire times depend on
-_SCHEDULE_COLUMNS = (Job.schedule, Job.timezone, Job.run_at, Job.start_at, Job.end_at)
 
 
 def _next_fire(row, now: datetime) -> datetime | None:
