@@ -76,8 +76,8 @@ def create_user():
         user = users.create_user(actor=current_actor(), email=form["email"], role=form["role"], team_id=team_id)
     except InvalidInput as error:
         return _render_users(form=form, errors=error.errors, status=422)
-    flash(f"Created {user.email} ({user.role}). They sign in with single sign-on, or an API token an admin "
-          f"issues with `jobplane tokens create`.", "success")
+    flash(f"Created {user.email} ({user.role}). They sign in with single sign-on, or with an API token from "
+          f"`jobplane tokens issue --email {user.email} --name web`.", "success")
     return redirect(url_for(".users"), 303)
 
 
