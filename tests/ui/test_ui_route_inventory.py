@@ -31,6 +31,16 @@ SIGNED_IN = {
     ("POST", "/jobs/<uuid:job_id>/notifications/test"): 400,
     ("POST", "/jobs/<uuid:job_id>/secrets"): 400,
     ("POST", "/jobs/<uuid:job_id>/secrets/<name>/delete"): 400,
+    ("GET", "/dashboard"): 302,
+    ("GET", "/admin/users"): 302,
+    ("POST", "/admin/users"): 400,
+    ("POST", "/admin/users/<uuid:user_id>"): 400,
+    ("POST", "/admin/users/<uuid:user_id>/active"): 400,
+    ("GET", "/admin/teams"): 302,
+    ("POST", "/admin/teams"): 400,
+    ("POST", "/admin/teams/<uuid:team_id>/rename"): 400,
+    ("POST", "/admin/teams/<uuid:team_id>/delete"): 400,
+    ("GET", "/admin/audit"): 302,
     ("GET", "/ws/executions/<uuid:execution_id>/log"): 403,  # no Origin: refused before the session
 }
 
