@@ -58,6 +58,19 @@ def get_execution(*, actor: Actor, execution_id: UUID) -> Execution:
     return execution
 
 
+def list_attempts(*, actor: Actor, execution_id: UUID) -> list[Execution]:
+    """Every attempt of the execution's fire (the first and its retries), in attempt order.
+
+    Raises:
+      NotFound: no execution the actor may see.
+    """
+    execution = get_execution(actor=actor, execution_id=execution_id)
+    first = execution.first_attempt_id or execution.id
+    return list(db.session.scalars(select(Execution)
+                                   .where((Execution.id == first) | (Execution.first_attempt_id == first))
+                                   .order_by(Execution.attempt, Execution.created_at)))
+
+
 def list_job_executions(*, actor: Actor, job_id: UUID, limit: int = 100, offset: int = 0,
                         statuses: list[str] | None = None) -> tuple[list[Execution], int]:
     """The job's executions (its fire ledger), newest fire time first, and how many there are.

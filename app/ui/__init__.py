@@ -9,7 +9,7 @@ from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import security_headers
-from app.ui import auth, csrf, job_editor, job_pages, live_log, pages, sessions, views
+from app.ui import auth, csrf, execution_pages, job_editor, job_pages, live_log, pages, sessions, views
 
 
 def init_app(app: Flask) -> None:
@@ -25,6 +25,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(job_pages.bp)  # with job_editor's routes
     app.register_blueprint(auth.bp)
     app.register_blueprint(live_log.bp)
+    app.register_blueprint(execution_pages.bp)
     _limit_sign_in(app)
 
 

@@ -4,20 +4,19 @@ The handshake is refused (before the upgrade) when the Origin is not this site, 
 signed-in session, or when the services say the user may not see the execution.  After it, the
 socket gets JSON events: ``{"type": "log", "seq", "offset", "stream", "data"}`` and
 ``{"type": "status", "status"}``; ``?after_seq=N`` resumes after the last piece a client has.
-The channel is subscribed to before the replay, and live pieces already replayed are dropped, so
-there is neither a gap nor a duplicate between the two.
+The channel is subscribed to (through the process's shared subscriber, ``live_hub``) before the
+replay, and live pieces already replayed are dropped, so there is neither a gap nor a duplicate
+between the two.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import time
 from urllib.parse import urlsplit
 from uuid import UUID
 
-import redis
 from flask import Blueprint, current_app, jsonify, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
@@ -26,7 +25,7 @@ from app.errors import NotFound
 from app.extensions import db
 from app.models.execution import FINAL_STATUSES
 from app.services import executions
-from app.services.live import LocalLiveLog, channel_name
+from app.ui import live_hub
 from app.ui.web_auth import web_actor
 
 logger = logging.getLogger(__name__)
@@ -73,15 +72,15 @@ def execution_log(ws, execution_id: UUID):
 
 def _stream(ws, execution_id: UUID, *, after_seq: int) -> None:
     actor = web_actor()
-    with _subscription(execution_id) as channel:
+    with live_hub.subscribe(current_app, execution_id) as channel:
         last_seq, status = _replay(ws, actor, execution_id, after_seq)
         checked_at = time.monotonic()
         while status not in FINAL_STATUSES:
             event = channel.next_event(timeout=1.0)
             if event and event.get("type") == "log" and event.get("seq", 0) > last_seq:
-                ws.send(json.dumps(event))
+                ws.send(json.dumps(_log_event(event)))
                 last_seq = event["seq"]
-            elif event and event.get("type") == "status":
+            elif event and event.get("type") in ("status", "resync"):  # resync: live events were lost
                 last_seq, status = _replay(ws, actor, execution_id, last_seq)
             elif time.monotonic() - checked_at > _STATUS_CHECK_SECONDS:  # a missed final event
                 last_seq, status = _replay(ws, actor, execution_id, last_seq)
@@ -94,8 +93,7 @@ def _replay(ws, actor, execution_id: UUID, after_seq: int) -> tuple[int, str]:
     while True:
         execution, chunks = executions.log_chunks(actor=actor, execution_id=execution_id, after_seq=after_seq)
         for chunk in chunks:
-            ws.send(json.dumps({"type": "log", "seq": chunk.seq, "offset": chunk.offset,
-                                "stream": chunk.stream, "data": chunk.data}))
+            ws.send(json.dumps(chunk_event(chunk)))
             after_seq = chunk.seq
         if len(chunks) < 500:
             break
@@ -104,40 +102,11 @@ def _replay(ws, actor, execution_id: UUID, after_seq: int) -> tuple[int, str]:
     return after_seq, execution.status
 
 
-class _subscription:
-    """The execution's live channel for the ``with`` block; ``next_event(timeout)`` returns the
-    next event or None.  Redis pub/sub in production (confirmed before the replay, so nothing
-    published after it is lost), in-process channels in standalone mode."""
+def chunk_event(chunk) -> dict:
+    """A stored log piece as the event viewers get (the same over the socket and the fallback)."""
+    return {"type": "log", "seq": chunk.seq, "offset": chunk.offset, "stream": chunk.stream, "data": chunk.data}
 
-    def __init__(self, execution_id: UUID):
-        self.execution_id = execution_id
-        self.pubsub = None
-        self.local: queue.Queue = queue.Queue()
 
-    def __enter__(self) -> "_subscription":
-        config = current_app.config
-        if config["ENV"] == "standalone":
-            self._unsubscribe = LocalLiveLog(config["QUEUE_NAMESPACE"]).subscribe(self.execution_id, self.local.put)
-            return self
-        self.pubsub = redis.Redis.from_url(config["REDIS_URL"]).pubsub()
-        self.pubsub.subscribe(channel_name(config["QUEUE_NAMESPACE"], self.execution_id))
-        deadline = time.monotonic() + 5
-        while (message := self.pubsub.get_message(timeout=1.0)) is None or message["type"] != "subscribe":
-            if time.monotonic() > deadline:
-                raise TimeoutError("Redis did not confirm the live log subscription")
-        return self
-
-    def next_event(self, timeout: float) -> dict | None:
-        if self.pubsub is None:
-            try:
-                return self.local.get(timeout=timeout)
-            except queue.Empty:
-                return None
-        message = self.pubsub.get_message(timeout=timeout)
-        return json.loads(message["data"]) if message and message["type"] == "message" else None
-
-    def __exit__(self, *exc) -> None:
-        if self.pubsub is None:
-            self._unsubscribe()
-        else:
-            self.pubsub.close()
+def _log_event(event: dict) -> dict:
+    # the publisher's timestamp is for benchmarks of the live path; viewers get the stored shape
+    return {key: event[key] for key in ("type", "seq", "offset", "stream", "data") if key in event}

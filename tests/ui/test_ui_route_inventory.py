@@ -32,6 +32,10 @@ SIGNED_IN = {
     ("POST", "/jobs/<uuid:job_id>/notifications/test"): 400,
     ("POST", "/jobs/<uuid:job_id>/secrets"): 400,
     ("POST", "/jobs/<uuid:job_id>/secrets/<name>/delete"): 400,
+    ("GET", "/executions/<uuid:execution_id>"): 302,
+    ("GET", "/executions/<uuid:execution_id>/facts"): 302,
+    ("POST", "/executions/<uuid:execution_id>/cancel"): 400,
+    ("GET", "/executions/<uuid:execution_id>/log/events"): 401,  # a script's JSON route: no redirect
     ("GET", "/ws/executions/<uuid:execution_id>/log"): 403,  # no Origin: refused before the session
 }
 
