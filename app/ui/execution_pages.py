@@ -7,6 +7,7 @@ The page renders the facts; ``static/live_log.js`` follows the log over ``/ws/ex
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
@@ -37,7 +38,10 @@ def _facts_context(execution_id: UUID) -> dict:
 def show_execution(execution_id: UUID):
     context = _facts_context(execution_id)
     attempts = executions.list_attempts(actor=current_actor(), execution_id=execution_id)
-    return render_template("executions/show.html", attempts=attempts, **context)
+    # werkzeug builds a websocket rule as an absolute ws:// URL of this request's host; the script
+    # takes the path and the page's own origin (right behind a proxy that rewrites the host)
+    socket_path = urlsplit(url_for("live_log.execution_log", execution_id=execution_id)).path
+    return render_template("executions/show.html", attempts=attempts, socket_path=socket_path, **context)
 
 
 @bp.get("/<uuid:execution_id>/facts")

@@ -39,6 +39,9 @@ CONFIRM_TIMEOUT_SECONDS = 5.0
 #: reconnected): it re-reads the stored log from its last piece
 RESYNC = {"type": "resync"}
 
+#: the subscriber's connection name in Redis (``CLIENT LIST``), followed by the process id
+CLIENT_NAME = "jobplane-live-hub"
+
 _HUBS: dict[tuple[int, str], "LiveHub"] = {}
 _HUBS_LOCK = threading.Lock()
 
@@ -99,7 +102,8 @@ class LiveHub:
     """
 
     def __init__(self, url: str):
-        self.client = redis.Redis.from_url(url, health_check_interval=30)
+        # named, so CLIENT LIST shows one subscriber per web process (and tests can count them)
+        self.client = redis.Redis.from_url(url, health_check_interval=30, client_name=f"{CLIENT_NAME}-{os.getpid()}")
         self.pubsub = self.client.pubsub()
         self.channels: dict[str, _Channel] = {}
         #: per channel, the subscriptions sent and not yet confirmed, oldest first: Redis answers
