@@ -97,9 +97,10 @@ def _replay(ws, actor, execution_id: UUID, after_seq: int) -> tuple[int, str]:
             after_seq = chunk.seq
         if len(chunks) < 500:
             break
-    db.session.rollback()  # no transaction stays open while the socket waits
-    ws.send(json.dumps({"type": "status", "status": execution.status}))
-    return after_seq, execution.status
+    status = execution.status  # read before the rollback expires it (reading after would reconnect)
+    db.session.rollback()  # no transaction, so no pooled connection, stays held while the socket waits
+    ws.send(json.dumps({"type": "status", "status": status}))
+    return after_seq, status
 
 
 def chunk_event(chunk) -> dict:
