@@ -15,7 +15,7 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 from app.errors import Conflict, InvalidInput
 from app.models.execution import ACTIVE_STATUSES
 from app.services import access, executions, jobs
-from app.ui.live_log import chunk_event
+from app.ui.live_log import NOTHING_YET, chunk_event
 from app.ui.views import current_actor, signed_in
 from app.ui.web_auth import web_actor
 
@@ -74,10 +74,12 @@ def log_events(execution_id: UUID):
     actor = web_actor()
     if actor is None:
         return jsonify(message="sign in first: the log is for signed-in users"), 401
-    raw = request.args.get("after_seq", "0")
-    if not raw.isdigit():
-        raise InvalidInput({"after_seq": "must be a whole number 0 or more: the seq of the last piece you have"})
-    execution, chunks = executions.log_chunks(actor=actor, execution_id=execution_id, after_seq=int(raw),
+    raw = request.args.get("after_seq")
+    if raw is not None and not raw.isdigit():
+        raise InvalidInput({"after_seq": "must be a whole number 0 or more: the seq of the last piece you have "
+                                         "(leave it out to start from the first piece)"})
+    after_seq = NOTHING_YET if raw is None else int(raw)
+    execution, chunks = executions.log_chunks(actor=actor, execution_id=execution_id, after_seq=after_seq,
                                               limit=EVENTS_PER_POLL)
     return jsonify(events=[chunk_event(chunk) for chunk in chunks], status=execution.status,
                    more=len(chunks) == EVENTS_PER_POLL)

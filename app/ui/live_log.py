@@ -3,7 +3,8 @@
 The handshake is refused (before the upgrade) when the Origin is not this site, when there is no
 signed-in session, or when the services say the user may not see the execution.  After it, the
 socket gets JSON events: ``{"type": "log", "seq", "offset", "stream", "data"}`` and
-``{"type": "status", "status"}``; ``?after_seq=N`` resumes after the last piece a client has.
+``{"type": "status", "status"}``; ``?after_seq=N`` resumes after the last piece a client has
+(left out: from the first piece, whose seq is 0).
 The channel is subscribed to (through the process's shared subscriber, ``live_hub``) before the
 replay, and live pieces already replayed are dropped, so there is neither a gap nor a duplicate
 between the two.
@@ -29,6 +30,9 @@ from app.ui import live_hub
 from app.ui.web_auth import web_actor
 
 logger = logging.getLogger(__name__)
+
+#: ``after_seq`` of a viewer that has no piece yet: the worker numbers a run's first piece 0
+NOTHING_YET = -1
 
 bp = Blueprint("live_log", __name__)
 sock = Sock()
@@ -63,7 +67,7 @@ def _guard_handshake():
 @sock.route("/ws/executions/<uuid:execution_id>/log", bp=bp)
 def execution_log(ws, execution_id: UUID):
     try:
-        _stream(ws, execution_id, after_seq=request.args.get("after_seq", 0, type=int))
+        _stream(ws, execution_id, after_seq=request.args.get("after_seq", NOTHING_YET, type=int))
     except ConnectionClosed:
         pass
     except Exception:  # an exception here would be written into the socket as an HTTP 500

@@ -51,8 +51,8 @@ def world(app):
         db.session.add(second)
         db.session.flush()
         for seq, (stream, data) in enumerate([("stdout", "\x1b[32mstarting\x1b[0m\n"), ("stderr", "warning: slow\n")],
-                                             start=1):
-            db.session.add(ExecutionLogChunk(execution_id=second.id, seq=seq, offset=(seq - 1) * 20,
+                                             start=0):  # numbered from 0, as the worker does
+            db.session.add(ExecutionLogChunk(execution_id=second.id, seq=seq, offset=seq * 20,
                                              stream=stream, data=data))
         db.session.commit()
         return {"first": first.id, "second": second.id, "job": job.id, "owner": owner_token,
@@ -141,10 +141,10 @@ def test_the_fallback_route_returns_the_pieces_after_a_seq_and_the_status(app, w
     everything = web.get(f"/executions/{world['second']}/log/events").json
     assert everything["status"] == "running" and everything["more"] is False
     assert [(e["type"], e["seq"], e["stream"], e["data"]) for e in everything["events"]] == [
-        ("log", 1, "stdout", "\x1b[32mstarting\x1b[0m\n"), ("log", 2, "stderr", "warning: slow\n")]
-    rest = web.get(f"/executions/{world['second']}/log/events?after_seq=1").json
-    assert [e["seq"] for e in rest["events"]] == [2]
-    assert web.get(f"/executions/{world['second']}/log/events?after_seq=2").json["events"] == []
+        ("log", 0, "stdout", "\x1b[32mstarting\x1b[0m\n"), ("log", 1, "stderr", "warning: slow\n")]
+    rest = web.get(f"/executions/{world['second']}/log/events?after_seq=0").json
+    assert [e["seq"] for e in rest["events"]] == [1]
+    assert web.get(f"/executions/{world['second']}/log/events?after_seq=1").json["events"] == []
 
 
 def test_the_fallback_route_refuses_bad_input_and_strangers_clearly(app, world):

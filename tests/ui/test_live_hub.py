@@ -35,8 +35,10 @@ def _cookie(server, token: str) -> str:
         return f"jobplane_session={browser.cookies['jobplane_session']}"
 
 
-def _connect(server, execution_id, cookie: str, after_seq: int = 0) -> Client:
-    url = server.url.replace("http", "ws", 1) + f"/ws/executions/{execution_id}/log?after_seq={after_seq}"
+def _connect(server, execution_id, cookie: str, after_seq: int | None = None) -> Client:
+    url = server.url.replace("http", "ws", 1) + f"/ws/executions/{execution_id}/log"
+    if after_seq is not None:
+        url += f"?after_seq={after_seq}"
     return Client.connect(url, headers={"Origin": server.url, "Cookie": cookie})
 
 
@@ -47,12 +49,13 @@ def _hub_connections(redis_url: str) -> list[dict]:
 
 
 class Run:
-    """A running execution whose output the test writes as a worker does: store, then publish."""
+    """A running execution whose output the test writes as a worker does: store, then publish
+    (numbered from 0, as the worker numbers a run's pieces)."""
 
     def __init__(self, server, execution_id):
         self.server = server
         self.id = execution_id
-        self.seq = 0
+        self.seq = -1
         self.live = RedisLiveLog(server.app.config["REDIS_URL"], server.app.config["QUEUE_NAMESPACE"])
 
     def write(self, text: str) -> None:
@@ -120,7 +123,7 @@ def test_viewers_of_different_runs_share_one_redis_connection_and_see_only_their
         for ws in sockets[run.id]:
             events = _read_all(ws)
             assert [e["data"] for e in events[:-1]] == [f"{run.id} line {i}\n" for i in range(10)]
-            assert [e["seq"] for e in events[:-1]] == list(range(1, 11))
+            assert [e["seq"] for e in events[:-1]] == list(range(10))
     # And once the sockets close, the channels are given up again (same single connection)
     wait_for(lambda: hub.stats()["viewers"] == hub_before["viewers"], timeout=10, message="viewers to leave")
     wait_for(lambda: int(_hub_connections(redis_url)[0]["sub"]) == hub_before["channels"], timeout=10,
@@ -144,7 +147,7 @@ def test_viewers_joining_while_the_run_writes_miss_nothing_and_see_nothing_twice
     for ws in viewers:
         events = _read_all(ws)
         logs = [e for e in events if e["type"] == "log"]
-        assert [e["seq"] for e in logs] == list(range(1, lines + 1))
+        assert [e["seq"] for e in logs] == list(range(lines))
         assert [e["data"] for e in logs] == [f"line {i}\n" for i in range(lines)]
 
 
@@ -155,13 +158,13 @@ def test_a_viewer_that_reconnects_resumes_after_its_last_piece(runs):
     # Given a viewer that got the first five pieces, then lost its connection
     ws = _connect(server, run.id, cookie)
     got = [json.loads(ws.receive(timeout=10)) for _ in range(6)]
-    assert [e.get("seq") for e in got] == [1, 2, 3, 4, 5, None]
+    assert [e.get("seq") for e in got] == [0, 1, 2, 3, 4, None]
     ws.close()
     # While it was away the run wrote two more lines
     run.write("late 5\n")
     run.write("late 6\n")
     # When it reconnects from the last seq it has, and the run writes on and ends
-    again = _connect(server, run.id, cookie, after_seq=5)
+    again = _connect(server, run.id, cookie, after_seq=4)
     run.write("live 7\n")
     run.finish()
     events = _read_all(again)

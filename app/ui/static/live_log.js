@@ -65,7 +65,7 @@
     this.socketPath = section.getAttribute("data-socket");
     this.pollPath = section.getAttribute("data-poll");
     this.parsers = {};
-    this.lastSeq = 0;
+    this.lastSeq = -1;  // the worker numbers a run's first piece 0
     this.following = true;
     this.finished = false;
     this.sawActive = false;
@@ -129,7 +129,7 @@
   LiveLog.prototype.socketUrl = function () {
     var url = new URL(this.socketPath, window.location.href);
     url.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
-    url.searchParams.set("after_seq", String(this.lastSeq));
+    if (this.lastSeq >= 0) { url.searchParams.set("after_seq", String(this.lastSeq)); }
     return url.toString();
   };
 
@@ -168,7 +168,7 @@
     var self = this;
     this.setState("polling");
     var url = new URL(this.pollPath, window.location.href);
-    url.searchParams.set("after_seq", String(this.lastSeq));
+    if (this.lastSeq >= 0) { url.searchParams.set("after_seq", String(this.lastSeq)); }
     fetch(url.toString(), {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (response) {
         if (!response.ok) { throw new Error("HTTP " + response.status); }
