@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -36,7 +37,10 @@ NOTHING_YET = -1
 
 bp = Blueprint("live_log", __name__)
 sock = Sock()
-_STATUS_CHECK_SECONDS = 5.0
+#: how often a quiet viewer re-reads the run, in case its final status event was lost (the live
+#: publish is best effort).  Each check is a few queries: at 5 s, 500 viewers in one process made
+#: 100 checks a second and kept it busy (bench/live_log_latency.py); 30 s costs ~17 a second.
+_STATUS_CHECK_SECONDS = 30.0
 
 
 def _origin_allowed() -> bool:
@@ -76,23 +80,31 @@ def execution_log(ws, execution_id: UUID):
 
 def _stream(ws, execution_id: UUID, *, after_seq: int) -> None:
     actor = web_actor()
+    # the handshake's reads are done: give their pooled connection back before waiting for Redis,
+    # or a burst of viewers holds the whole pool while their subscriptions are confirmed
+    db.session.rollback()
     with live_hub.subscribe(current_app, execution_id) as channel:
-        last_seq, status = _replay(ws, actor, execution_id, after_seq)
-        checked_at = time.monotonic()
+        last_seq, status = _replay(ws, actor, execution_id, after_seq, shown_status=None)
+        check_at = _next_check()
         while status not in FINAL_STATUSES:
-            event = channel.next_event(timeout=1.0)
+            event = channel.next_event(timeout=max(check_at - time.monotonic(), 0.0))
             if event and event.get("type") == "log" and event.get("seq", 0) > last_seq:
                 ws.send(json.dumps(_log_event(event)))
                 last_seq = event["seq"]
             elif event and event.get("type") in ("status", "resync"):  # resync: live events were lost
-                last_seq, status = _replay(ws, actor, execution_id, last_seq)
-            elif time.monotonic() - checked_at > _STATUS_CHECK_SECONDS:  # a missed final event
-                last_seq, status = _replay(ws, actor, execution_id, last_seq)
-                checked_at = time.monotonic()
+                last_seq, status = _replay(ws, actor, execution_id, last_seq, shown_status=status)
+            elif event is None:  # quiet until the check: a final status event may have been lost
+                last_seq, status = _replay(ws, actor, execution_id, last_seq, shown_status=status)
+                check_at = _next_check()
 
 
-def _replay(ws, actor, execution_id: UUID, after_seq: int) -> tuple[int, str]:
-    """Send what is stored after ``after_seq`` and the current status; returns both."""
+def _next_check() -> float:
+    # spread over the interval, so hundreds of viewers in one process do not all query at once
+    return time.monotonic() + _STATUS_CHECK_SECONDS * random.uniform(0.5, 1.0)
+
+
+def _replay(ws, actor, execution_id: UUID, after_seq: int, *, shown_status: str | None) -> tuple[int, str]:
+    """Send what is stored after ``after_seq``, and the status unless the viewer has it; returns both."""
     db.session.expire_all()
     while True:
         execution, chunks = executions.log_chunks(actor=actor, execution_id=execution_id, after_seq=after_seq)
@@ -103,7 +115,8 @@ def _replay(ws, actor, execution_id: UUID, after_seq: int) -> tuple[int, str]:
             break
     status = execution.status  # read before the rollback expires it (reading after would reconnect)
     db.session.rollback()  # no transaction, so no pooled connection, stays held while the socket waits
-    ws.send(json.dumps({"type": "status", "status": status}))
+    if status != shown_status:
+        ws.send(json.dumps({"type": "status", "status": status}))
     return after_seq, status
 
 
