@@ -94,8 +94,11 @@ def viewers_client(argv: list[str]) -> int:
     started = time.monotonic()
     sockets = Pool(50).map(lambda _: Client.connect(url, headers={"Origin": origin, "Cookie": cookie}), range(count))
     print(f"CONNECTED {len(sockets)} {time.monotonic() - started:.2f}", flush=True)
-    results = [job.value for job in gevent.joinall([gevent.spawn(follow, ws) for ws in sockets])]
-    print(json.dumps({"viewers": [r for r in results if r is not None]}), flush=True)
+    jobs = gevent.joinall([gevent.spawn(follow, ws) for ws in sockets])
+    errors = sorted({repr(job.exception) for job in jobs if job.exception is not None})
+    print(json.dumps({"viewers": [job.value for job in jobs if job.exception is None],
+                      "failed": len([job for job in jobs if job.exception is not None]), "errors": errors}),
+          flush=True)
     return 0
 
 
@@ -180,7 +183,8 @@ def fanout(env, processes, base: str, web_pid: int, cookie: str, args) -> dict:
             requests.get(f"{base}/api/v1/jobs", headers=ADMIN_HEADERS, timeout=10).raise_for_status()
             api_ms.append((time.perf_counter() - started) * 1000)
         common.start_worker(processes, worker_processes=1, worker_threads=4)
-        viewers = json.loads(client.stdout.readline())["viewers"]
+        outcome = json.loads(client.stdout.readline())
+        viewers = outcome["viewers"]
         client.wait(timeout=60)
     finally:
         if client.poll() is None:
@@ -190,7 +194,8 @@ def fanout(env, processes, base: str, web_pid: int, cookie: str, args) -> dict:
         for number, ms in got:
             per_line.setdefault(number, []).append(ms)
     complete = [n for n, values in per_line.items() if len(values) == len(viewers)]
-    return {"viewers": len(viewers), "connect_seconds": float(first[2]), "lines": args.fanout_lines,
+    return {"viewers": len(viewers), "viewers_failed": outcome["failed"], "viewer_errors": outcome["errors"],
+            "connect_seconds": float(first[2]), "lines": args.fanout_lines,
             "lines_reaching_every_viewer": len(complete),
             "to_all_viewers": common.summary([max(per_line[n]) for n in complete]),
             "every_delivery": common.summary([ms for got in viewers for _, ms in got]),
@@ -240,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
               "psycogreen": not args.no_psycogreen, "single_viewer": single, "fanout": fan,
               **common.result_tail(loadavg_at_start)}
     common.print_result(result, as_json=args.json, report=report)
-    return 0 if single["received"] == args.lines and fan["lines_reaching_every_viewer"] == args.fanout_lines else 1
+    complete = fan["viewers_failed"] == 0 and fan["lines_reaching_every_viewer"] == args.fanout_lines
+    return 0 if single["received"] == args.lines and complete else 1
 
 
 def report(result: dict) -> None:
@@ -251,7 +257,8 @@ def report(result: dict) -> None:
     print(f"  print -> received   {common.fmt_summary(single['latency'])}")
     common.print_goal("p99 <= 100 ms", single["latency"].get("p99_ms", 1e9) <= 100)
     print(f"(b) {fan['viewers']} viewers on one web process, {fan['lines']} lines "
-          f"({fan['lines_reaching_every_viewer']} reached every viewer)")
+          f"({fan['lines_reaching_every_viewer']} reached every viewer); viewers failed: {fan['viewers_failed']} "
+          f"{' '.join(fan['viewer_errors'])}")
     print(f"  print -> all viewers {common.fmt_summary(fan['to_all_viewers'])}")
     print(f"  every delivery       {common.fmt_summary(fan['every_delivery'])}")
     rss = fan["web_worker_rss_mb"]

@@ -91,7 +91,14 @@ def _stream(ws, execution_id: UUID, *, after_seq: int) -> None:
             if event and event.get("type") == "log" and event.get("seq", 0) > last_seq:
                 ws.send(json.dumps(_log_event(event)))
                 last_seq = event["seq"]
-            elif event and event.get("type") in ("status", "resync"):  # resync: live events were lost
+            elif event and event.get("type") == "status" and event.get("status") not in FINAL_STATUSES:
+                # forwarded as it is: a status change read back from the database by every
+                # viewer at once (hundreds of them at a run's start) would queue them on the pool
+                status = event["status"]
+                ws.send(json.dumps({"type": "status", "status": status}))
+            elif event and event.get("type") in ("status", "resync"):
+                # the run ended (send what is stored, then the final status, from the database),
+                # or live events were lost (the viewer's queue overflowed, Redis reconnected)
                 last_seq, status = _replay(ws, actor, execution_id, last_seq, shown_status=status)
             elif event is None:  # quiet until the check: a final status event may have been lost
                 last_seq, status = _replay(ws, actor, execution_id, last_seq, shown_status=status)
@@ -105,16 +112,18 @@ def _next_check() -> float:
 
 def _replay(ws, actor, execution_id: UUID, after_seq: int, *, shown_status: str | None) -> tuple[int, str]:
     """Send what is stored after ``after_seq``, and the status unless the viewer has it; returns both."""
-    db.session.expire_all()
     while True:
+        db.session.expire_all()
         execution, chunks = executions.log_chunks(actor=actor, execution_id=execution_id, after_seq=after_seq)
-        for chunk in chunks:
-            ws.send(json.dumps(chunk_event(chunk)))
-            after_seq = chunk.seq
-        if len(chunks) < 500:
+        events = [chunk_event(chunk) for chunk in chunks]
+        status = execution.status  # read before the rollback expires it (reading after would reconnect)
+        # the pooled connection goes back before the socket is written: a slow viewer must not hold it
+        db.session.rollback()
+        for event in events:
+            ws.send(json.dumps(event))
+            after_seq = event["seq"]
+        if len(events) < 500:
             break
-    status = execution.status  # read before the rollback expires it (reading after would reconnect)
-    db.session.rollback()  # no transaction, so no pooled connection, stays held while the socket waits
     if status != shown_status:
         ws.send(json.dumps({"type": "status", "status": status}))
     return after_seq, status
