@@ -48,6 +48,7 @@ if __name__ == "__main__" and "--viewers-client" in sys.argv:  # the client proc
     monkey.patch_all()
 
 import json  # noqa: E402
+import os  # noqa: E402
 import re  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -108,6 +109,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
@@ -182,8 +189,10 @@ def fanout(env, processes, base: str, web_pid: int, cookie: str, args) -> dict:
             started = time.perf_counter()
             requests.get(f"{base}/api/v1/jobs", headers=ADMIN_HEADERS, timeout=10).raise_for_status()
             api_ms.append((time.perf_counter() - started) * 1000)
+        web_cpu, client_cpu = cpu_seconds(web_pid), cpu_seconds(client.pid)
         common.start_worker(processes, worker_processes=1, worker_threads=4)
         outcome = json.loads(client.stdout.readline())
+        web_cpu, client_cpu = cpu_seconds(web_pid) - web_cpu, cpu_seconds(client.pid) - client_cpu
         viewers = outcome["viewers"]
         client.wait(timeout=60)
     finally:
@@ -202,6 +211,10 @@ def fanout(env, processes, base: str, web_pid: int, cookie: str, args) -> dict:
             "web_worker_rss_mb": {"idle": round(idle_kb / 1024, 1), "viewers_connected": round(connected_kb / 1024, 1),
                                   "after": round(rss_kb(web_pid) / 1024, 1)},
             "redis_pubsub_connections_of_web": subscribers,
+            # CPU the web worker and the viewers' client used while the run printed: what a line's
+            # fan-out costs, whatever share of the cores other programs left them
+            "cpu_ms_per_line": {"web_worker": round(web_cpu * 1000 / args.fanout_lines, 1),
+                                "viewers_client": round(client_cpu * 1000 / args.fanout_lines, 1)},
             "api_jobs_while_connected": common.summary(api_ms)}
 
 
@@ -229,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     processes = None
     try:
         env.reset(wait_db=args.wait_db)
+        busy = common.busy_cores()
         processes = env.processes()
         base, web_pid = start_web(env, processes, free_port(), psycogreen=not args.no_psycogreen)
         cookie = sign_in(base)
@@ -242,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         env.close()
     result = {**common.result_head("live_log_latency", "a line printed by a job ($EPOCHREALTIME) -> received "
                                                        "by websocket viewers of jobplane web"),
-              "psycogreen": not args.no_psycogreen, "single_viewer": single, "fanout": fan,
+              "psycogreen": not args.no_psycogreen, "busy_cores_before": busy, "single_viewer": single, "fanout": fan,
               **common.result_tail(loadavg_at_start)}
     common.print_result(result, as_json=args.json, report=report)
     complete = fan["viewers_failed"] == 0 and fan["lines_reaching_every_viewer"] == args.fanout_lines
@@ -252,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(result: dict) -> None:
     common.print_report_head("Live log latency (jobplane web, gevent)", result, width=10)
     single, fan = result["single_viewer"], result["fanout"]
-    print(f"  psycogreen {result['psycogreen']}")
+    print(f"  psycogreen {result['psycogreen']}   busy cores just before the start {result['busy_cores_before']}")
     print(f"(a) one viewer: {single['received']}/{single['lines']} lines, one every {single['interval_s']} s")
     print(f"  print -> received   {common.fmt_summary(single['latency'])}")
     common.print_goal("p99 <= 100 ms", single["latency"].get("p99_ms", 1e9) <= 100)
@@ -265,6 +279,8 @@ def report(result: dict) -> None:
     print(f"  web worker RSS       idle {rss['idle']} MB, {fan['viewers']} viewers {rss['viewers_connected']} MB, "
           f"after {rss['after']} MB")
     print(f"  Redis pub/sub connections of the web process: {fan['redis_pubsub_connections_of_web']}")
+    print(f"  CPU per line, while the run printed: web worker {fan['cpu_ms_per_line']['web_worker']} ms, "
+          f"viewers' client {fan['cpu_ms_per_line']['viewers_client']} ms")
     print(f"  connecting every viewer took {fan['connect_seconds']} s")
     print(f"  GET /api/v1/jobs while connected {common.fmt_summary(fan['api_jobs_while_connected'])}")
     common.print_code(result)

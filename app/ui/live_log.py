@@ -89,7 +89,7 @@ def _stream(ws, execution_id: UUID, *, after_seq: int) -> None:
         while status not in FINAL_STATUSES:
             event = channel.next_event(timeout=max(check_at - time.monotonic(), 0.0))
             if event and event.get("type") == "log" and event.get("seq", 0) > last_seq:
-                ws.send(json.dumps(_log_event(event)))
+                ws.send(_wire(event))
                 last_seq = event["seq"]
             elif event and event.get("type") == "status" and event.get("status") not in FINAL_STATUSES:
                 # forwarded as it is: a status change read back from the database by every
@@ -134,6 +134,11 @@ def chunk_event(chunk) -> dict:
     return {"type": "log", "seq": chunk.seq, "offset": chunk.offset, "stream": chunk.stream, "data": chunk.data}
 
 
-def _log_event(event: dict) -> dict:
-    # the publisher's timestamp is for benchmarks of the live path; viewers get the stored shape
-    return {key: event[key] for key in ("type", "seq", "offset", "stream", "data") if key in event}
+def _wire(event: dict) -> str:
+    """A live piece as sent to viewers (the stored shape, without the publisher's timestamp),
+    serialized once: the hub hands the same event to every viewer of the run."""
+    text = event.get("_wire")
+    if text is None:
+        text = event["_wire"] = json.dumps({key: event[key] for key in ("type", "seq", "offset", "stream", "data")
+                                            if key in event})
+    return text
