@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         fan = fanout(env, processes, base, web_pid, cookie, args)
         log(f"(a) one viewer, {args.lines} lines")
         single = single_viewer(base, cookie, args)
+    except Exception:
+        if processes is not None:  # the logs go with the work directory: show their ends first
+            log("failed; the ends of the processes' logs:\n" + processes.tails())
+        raise
     finally:
         if processes is not None:
             processes.stop_all()

@@ -111,7 +111,6 @@ class LiveHub:
         self.awaiting: dict[str, deque[_Channel]] = {}
         self.lock = threading.Lock()
         self.reader: threading.Thread | None = None
-        self.stopping = False
 
     def subscribe(self, channel: str) -> Subscription:
         """A new viewer of ``channel``, returned once Redis has confirmed the subscription.
@@ -150,8 +149,7 @@ class LiveHub:
     def stats(self) -> dict[str, int]:
         """Channels followed and viewers following them, for tests and benchmarks."""
         with self.lock:
-            return {"channels": len(self.channels), "viewers": sum(len(c.viewers) for c in self.channels.values()),
-                    "connections": 1 if self.pubsub.connection is not None else 0}
+            return {"channels": len(self.channels), "viewers": sum(len(c.viewers) for c in self.channels.values())}
 
     def _start_reader(self) -> None:
         if self.reader is None or not self.reader.is_alive():
@@ -160,7 +158,7 @@ class LiveHub:
 
     def _read(self) -> None:
         backoff = 0.1
-        while not self.stopping:
+        while True:  # a daemon thread: it lives as long as the process
             try:
                 message = self.pubsub.get_message(timeout=1.0)
             except (redis.ConnectionError, redis.TimeoutError, OSError):

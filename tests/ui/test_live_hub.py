@@ -172,3 +172,27 @@ def test_a_viewer_that_reconnects_resumes_after_its_last_piece(runs):
     assert [e["data"] for e in events if e["type"] == "log"] == ["late 5\n", "late 6\n", "live 7\n"]
     with pytest.raises(ConnectionClosed):  # the run has ended: the server closes the socket
         again.receive(timeout=10)
+
+
+def test_when_the_shared_subscriber_loses_redis_viewers_re_read_the_store_and_miss_nothing(runs, redis_url):
+    server, (run, _, _), cookie = runs
+    run.write("before 0\n")
+    # Given a viewer following a run through this process's shared subscriber
+    ws = _connect(server, run.id, cookie)
+    assert [json.loads(ws.receive(timeout=10)).get("seq") for _ in range(2)] == [0, None]
+    # When Redis drops the subscriber's connection, and the run writes while it is away
+    client = redis.Redis.from_url(redis_url)
+    [hub] = _hub_connections(redis_url)
+    client.client_kill_filter(_id=hub["id"])
+    for i in range(1, 6):
+        run.write(f"during {i}\n")
+    # Then the subscriber reconnects (one connection again) ...
+    wait_for(lambda: len(_hub_connections(redis_url)) == 1 and _hub_connections(redis_url)[0]["id"] != hub["id"],
+             timeout=15, message="the shared subscriber to reconnect")
+    run.write("after 6\n")
+    run.finish()
+    # ... and the viewer has every line once, in order: what was published while the connection
+    # was down came from the stored log
+    events = _read_all(ws)
+    assert [e["data"] for e in events if e["type"] == "log"] == \
+        [f"during {i}\n" for i in range(1, 6)] + ["after 6\n"]
