@@ -7,7 +7,8 @@ socket gets JSON events: ``{"type": "log", "seq", "offset", "stream", "data"}`` 
 (left out: from the first piece, whose seq is 0).
 The channel is subscribed to (through the process's shared subscriber, ``live_hub``) before the
 replay, and live pieces already replayed are dropped, so there is neither a gap nor a duplicate
-between the two.
+between the two.  A run's pieces are numbered one by one, so a live piece that skips a number
+means a publish was lost: the viewer reads the missing ones from the store.
 """
 
 from __future__ import annotations
@@ -88,9 +89,13 @@ def _stream(ws, execution_id: UUID, *, after_seq: int) -> None:
         check_at = _next_check()
         while status not in FINAL_STATUSES:
             event = channel.next_event(timeout=max(check_at - time.monotonic(), 0.0))
-            if event and event.get("type") == "log" and event.get("seq", 0) > last_seq:
-                ws.send(_wire(event))
-                last_seq = event["seq"]
+            if event and event.get("type") == "log":
+                if event["seq"] == last_seq + 1:
+                    ws.send(_wire(event))
+                    last_seq = event["seq"]
+                elif event["seq"] > last_seq + 1:  # a piece's publish was lost: the store has it
+                    last_seq, status = _replay(ws, actor, execution_id, last_seq, shown_status=status)
+                # (lower: replayed already)
             elif event and event.get("type") == "status" and event.get("status") not in FINAL_STATUSES:
                 # forwarded as it is: a status change read back from the database by every
                 # viewer at once (hundreds of them at a run's start) would queue them on the pool

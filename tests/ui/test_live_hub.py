@@ -196,3 +196,19 @@ def test_when_the_shared_subscriber_loses_redis_viewers_re_read_the_store_and_mi
     events = _read_all(ws)
     assert [e["data"] for e in events if e["type"] == "log"] == \
         [f"during {i}\n" for i in range(1, 6)] + ["after 6\n"]
+
+
+def test_a_piece_whose_publish_was_lost_is_read_from_the_store(runs):
+    server, (run, _, _), cookie = runs
+    ws = _connect(server, run.id, cookie)
+    assert json.loads(ws.receive(timeout=10)) == {"type": "status", "status": "running"}
+    # Given a piece stored but never published (the worker's publish failed; it goes on)
+    with server.app.app_context():
+        db.session.add(ExecutionLogChunk(execution_id=run.id, seq=0, offset=0, stream="stdout", data="lost\n"))
+        db.session.commit()
+    run.seq = 0
+    # When the next piece is published
+    run.write("next\n")
+    run.finish()
+    # Then the viewer has both, in order, once
+    assert [e["data"] for e in _read_all(ws) if e["type"] == "log"] == ["lost\n", "next\n"]
