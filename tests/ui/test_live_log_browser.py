@@ -1,6 +1,7 @@
 """The execution page in a real browser (Debian's Chromium through Playwright) while a real job runs
-on a real Dramatiq worker: its lines appear live with their ANSI colours, stderr marked, then the
-status turns to success and the facts refresh; where websockets cannot open, the page polls."""
+on a real Dramatiq worker: its lines appear live with their ANSI colours, stderr marked, a dropped
+connection resumes from the last line, then the status turns to success and the facts refresh;
+where websockets cannot open, the page polls."""
 
 from __future__ import annotations
 
@@ -74,6 +75,10 @@ def test_the_page_follows_a_running_job_live_with_colours_then_shows_success(run
     assert green.text_content() == "bold bright green"
     assert green.evaluate("el => getComputedStyle(el).fontWeight") == "700"
     assert page.locator("#log .stderr").first.text_content() == "warning 1\n"
+    # When the connection drops mid-run, the page says so and reconnects from its last line
+    page.evaluate("window.jobplaneLiveLog.socket.close()")
+    expect(page.locator("#log-state")).to_have_text("reconnecting")
+    expect(page.locator("#log-state")).to_have_text("live")
     # ... and when it ends, the badge turns to success, the socket is done, and the facts refresh
     expect(page.locator("#run-status")).to_have_text("success", timeout=30_000)
     assert page.text_content("#log-state") == "finished"
@@ -81,7 +86,9 @@ def test_the_page_follows_a_running_job_live_with_colours_then_shows_success(run
     assert page.text_content("#duration").strip() != "—"
     log = page.text_content("#log")
     assert "\x1b" not in log and "[31m" not in log
-    assert [f"red {i}" for i in range(1, 7)] == [t for t in page.locator("#log .ansi-31").all_text_contents()]
+    # every line once, in order, across the reconnect
+    assert page.locator("#log .ansi-31").all_text_contents() == [f"red {i}" for i in range(1, 7)]
+    assert page.locator("#log .stderr").all_text_contents() == [f"warning {i}\n" for i in range(1, 7)]
     assert "<b>not markup</b>" in log and page.locator("#log b").count() == 0  # text, never HTML
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "execution-page.png"), full_page=True)
