@@ -122,9 +122,11 @@ class LiveHub:
         with self.lock:
             entry = self.channels.get(channel)
             if entry is None:
+                # sent first, recorded after: if Redis is unreachable nothing stale is left behind
+                # (the reader cannot see the confirmation before this lock is released)
+                self.pubsub.subscribe(channel)  # redis-py sends under its own lock; the reader only reads
                 entry = self.channels[channel] = _Channel()
                 self.awaiting.setdefault(channel, deque()).append(entry)
-                self.pubsub.subscribe(channel)  # redis-py sends under its own lock; the reader only reads
             entry.viewers.append(viewer)
             self._start_reader()
         if not entry.confirmed.wait(CONFIRM_TIMEOUT_SECONDS):
