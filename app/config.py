@@ -95,7 +95,12 @@ SETTINGS: tuple[Setting, ...] = (
             "production refuses to start without JOBPLANE_SECRET_KEY"),
     Setting("LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level"),
     Setting("WEB_WORKERS", 2, _parse_int, "gunicorn worker processes for `jobplane web`"),
-    Setting("WEB_THREADS", 16, _parse_int, "gunicorn threads per worker for `jobplane web`"),
+    Setting("WEB_WORKER_CLASS", "gevent", _choice("gevent", "gthread"),
+            "gunicorn worker class of `jobplane web`: gevent holds hundreds of live log viewers per process; "
+            "gthread needs a thread per open websocket"),
+    Setting("WEB_CONNECTIONS", 1000, _parse_int,
+            "gevent: open connections (websockets and requests) one web worker process holds at once"),
+    Setting("WEB_THREADS", 16, _parse_int, "gthread only: threads per web worker process, one per open websocket"),
     Setting("WORKER_PROCESSES", 2, _parse_int, "Dramatiq worker processes for `jobplane worker`"),
     Setting("WORKER_THREADS", 8, _parse_int,
             "Dramatiq threads per worker process: how many jobs one process runs at once"),
@@ -277,7 +282,7 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
     _check_oidc(values)
     if not values["PYTHON"]:
         values["PYTHON"] = _default_python()
-    for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS",
+    for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS", "WEB_CONNECTIONS",
                 "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "RETENTION_DAYS", "IDEMPOTENCY_TTL_HOURS",
                 "NOTIFY_ATTEMPTS", "NOTIFY_BREAKER_FAILURES", "NOTIFY_THREADS"):
         if values[key] < 1:

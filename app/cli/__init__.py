@@ -21,14 +21,22 @@ def main() -> None:
     pass
 
 
-@main.command(help="Run the web server and API (gunicorn).")
+@main.command(help="Run the web server and API (gunicorn; gevent workers hold many live log viewers).")
 def web() -> None:
     config = _settings()
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{config['HOST']}:{config['PORT']}",
-            "--workers", str(config["WEB_WORKERS"]), "--threads", str(config["WEB_THREADS"]),
-            "--worker-class", "gthread", "--no-control-socket", "--access-logfile", "-",
-            "wsgi:create_web_app()"]
-    os.execv(sys.executable, argv)
+    # by file path, not ``python:app.gunicorn_config``: importing the ``app`` package in gunicorn's
+    # master would import Dramatiq before the worker's gevent patching, and Dramatiq picks its
+    # gevent or thread variants at import time
+    app_package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    gunicorn_config = os.path.join(app_package, "gunicorn_config.py")
+    argv = [sys.executable, "-m", "gunicorn", "--config", gunicorn_config,
+            "--bind", f"{config['HOST']}:{config['PORT']}", "--workers", str(config["WEB_WORKERS"]),
+            "--worker-class", config["WEB_WORKER_CLASS"], "--no-control-socket", "--access-logfile", "-"]
+    if config["WEB_WORKER_CLASS"] == "gevent":
+        argv += ["--worker-connections", str(config["WEB_CONNECTIONS"])]
+    else:  # gthread: one thread per open websocket or request
+        argv += ["--threads", str(config["WEB_THREADS"])]
+    os.execv(sys.executable, [*argv, "wsgi:create_web_app()"])
 
 
 @main.command(help="Run a scheduler replica (stands by until it holds the leader lock).")

@@ -62,6 +62,17 @@ def get_execution(*, actor: Actor, execution_id: UUID) -> Execution:
 #: ``sort`` of execution lists: a field, ``-`` first for descending; ties are broken by id.
 EXECUTION_SORT_FIELDS = {"scheduled_for": Execution.scheduled_for, "started_at": Execution.started_at,
                          "duration": Execution.duration_seconds}
+def list_attempts(*, actor: Actor, execution_id: UUID) -> list[Execution]:
+    """Every attempt of the execution's fire (the first and its retries), in attempt order.
+
+    Raises:
+      NotFound: no execution the actor may see.
+    """
+    execution = get_execution(actor=actor, execution_id=execution_id)
+    first = execution.first_attempt_id or execution.id
+    return list(db.session.scalars(select(Execution)
+                                   .where((Execution.id == first) | (Execution.first_attempt_id == first))
+                                   .order_by(Execution.attempt, Execution.created_at)))
 
 
 def list_job_executions(*, actor: Actor, job_id: UUID, limit: int = 100, offset: int = 0,

@@ -9,7 +9,8 @@ from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import security_headers
-from app.ui import admin_pages, auth, csrf, dashboard_pages, job_editor, job_pages, live_log, pages, sessions, views
+from app.ui import (admin_pages, auth, csrf, dashboard_pages, execution_pages, job_editor, job_pages, live_log, pages,
+                    sessions, views)
 
 
 def init_app(app: Flask) -> None:
@@ -25,6 +26,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(job_pages.bp)  # with job_editor's routes
     app.register_blueprint(auth.bp)
     app.register_blueprint(live_log.bp)
+    app.register_blueprint(execution_pages.bp)
     app.register_blueprint(dashboard_pages.bp)
     app.register_blueprint(admin_pages.bp)
     _limit_sign_in(app)

@@ -41,6 +41,10 @@ SIGNED_IN = {
     ("POST", "/admin/teams/<uuid:team_id>/rename"): 400,
     ("POST", "/admin/teams/<uuid:team_id>/delete"): 400,
     ("GET", "/admin/audit"): 302,
+    ("GET", "/executions/<uuid:execution_id>"): 302,
+    ("GET", "/executions/<uuid:execution_id>/facts"): 302,
+    ("POST", "/executions/<uuid:execution_id>/cancel"): 400,
+    ("GET", "/executions/<uuid:execution_id>/log/events"): 401,  # a script's JSON route: no redirect
     ("GET", "/ws/executions/<uuid:execution_id>/log"): 403,  # no Origin: refused before the session
 }
 
