@@ -239,8 +239,7 @@ def executions_logs(execution_id, follow: bool, interval: float) -> None:
     from app.services import executions as execution_service
     from app.services.actors import cli_actor
 
-    # the writer numbers chunks from 0: start before the first
-    actor, after, page = cli_actor(), -1, 500
+    actor, after, page = cli_actor(), execution_service.BEFORE_FIRST_PIECE, 500
     # the stored chunks, read again and again: the same on PostgreSQL and in standalone mode
     # (SQLite), and nothing is missed between a replay and a live channel
     with app_context():

@@ -128,7 +128,11 @@ def list_job_executions(*, actor: Actor, job_id: UUID, limit: int = 100, offset:
     return list(rows), total
 
 
-def log_chunks(*, actor: Actor, execution_id: UUID, after_seq: int = 0,
+#: ``after_seq`` before a run's first log piece (the log writer numbers pieces from 0)
+BEFORE_FIRST_PIECE = -1
+
+
+def log_chunks(*, actor: Actor, execution_id: UUID, after_seq: int = BEFORE_FIRST_PIECE,
                limit: int = 500) -> tuple[Execution, list[ExecutionLogChunk]]:
     """The execution (if the actor may see it) and its stored log pieces after ``after_seq``, in order:
     what a live viewer replays before following the live channel."""

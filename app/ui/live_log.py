@@ -33,8 +33,7 @@ from app.ui.web_auth import web_actor
 
 logger = logging.getLogger(__name__)
 
-#: ``after_seq`` of a viewer that has no piece yet: the worker numbers a run's first piece 0
-NOTHING_YET = -1
+NOTHING_YET = executions.BEFORE_FIRST_PIECE  # a viewer with no piece yet
 
 bp = Blueprint("live_log", __name__)
 sock = Sock()
