@@ -5,16 +5,15 @@ artifact in ``test-artifacts/`` at the repository root (git-ignored)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 
 from app.extensions import db
 from app.models import Execution
 from app.services import jobs, teams
 from app.services.actors import SYSTEM, Actor
 from tests.conftest import ADMIN_TOKEN
+from tests.ui.artifacts import ARTIFACTS, screenshot
 from tests.ui.web_client import make_user
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def _seed(app) -> None:
@@ -51,7 +50,6 @@ def test_an_admin_opens_the_dashboard_and_every_admin_page(live_server, page):
     _seed(server.app)
     refused: list[str] = []
     page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
-    ARTIFACTS.mkdir(exist_ok=True)
     # When the admin signs in with their token
     page.goto(server.url + "/")
     page.fill("#token", ADMIN_TOKEN)
@@ -63,7 +61,7 @@ def test_an_admin_opens_the_dashboard_and_every_admin_page(live_server, page):
     assert page.locator("#next-fires tbody tr").count() == 3
     for label in ("Users", "Teams", "Audit log"):
         assert page.locator("nav[aria-label=Main] a", has_text=label).count() == 1
-    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    screenshot(page, "dashboard")
     # And within 10 s the browser refreshes "running now" by itself, that panel only
     with page.expect_response(lambda r: r.request.headers.get("hx-target") == "running-now",
                               timeout=15_000) as refresh:
@@ -78,7 +76,7 @@ def test_an_admin_opens_the_dashboard_and_every_admin_page(live_server, page):
         page.wait_for_url(server.url + path)
         # Then each shows its table, and is kept as a screenshot
         assert page.locator(f"{marker} tbody tr").count() > 0
-        page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+        screenshot(page, shot.removesuffix(".png"))
 
     # And a refused form shows its error beside the field, in the browser too
     page.goto(server.url + "/admin/users")
@@ -86,7 +84,7 @@ def test_an_admin_opens_the_dashboard_and_every_admin_page(live_server, page):
     page.click("#create-user")
     page.wait_for_selector("#email-error")
     assert "must be an email address" in page.text_content("#email-error")
-    page.screenshot(path=str(ARTIFACTS / "admin-users-error.png"), full_page=True)
+    screenshot(page, "admin-users-error")
     # And no page broke the Content Security Policy (the browser logs every refusal as an error)
     assert not [text for text in refused if "Content Security Policy" in text], refused
     for shot in ("dashboard.png", "admin-users.png", "admin-teams.png", "admin-audit.png"):

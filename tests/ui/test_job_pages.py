@@ -16,6 +16,7 @@ from app.models import AuditLog, Execution, Job, JobSecret, Notification, Team
 from app.services.actors import Actor
 from tests.conftest import ADMIN_TOKEN
 from tests.secrets.helpers import make_job, make_user
+from tests.ui.web_client import csrf_of, signed_in
 
 FORM = {"name": "nightly-report", "description": "", "job_type": "bash", "script": "echo hi\n", "when": "cron",
         "schedule": "30 2 * * *", "timezone": "Europe/Berlin", "run_at": "", "start_at": "", "end_at": "",
@@ -26,19 +27,12 @@ FORM = {"name": "nightly-report", "description": "", "job_type": "bash", "script
         "notification_slack_webhook": "", "notification_webhook_url": "", "notify_on": ["job_failed", "job_timeout"]}
 
 
-def _csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
 class Browser:
     """A signed-in test client that sends the page's CSRF token with every form, as a browser does."""
 
     def __init__(self, app, token: str):
-        self.client = app.test_client()
-        page = self.client.get("/login")
-        signed_in = self.client.post("/login/token", data={"token": token, "csrf_token": _csrf(page.text)})
-        assert signed_in.status_code == 303
-        self.csrf = _csrf(self.client.get("/jobs").text)
+        self.client = signed_in(app, token)
+        self.csrf = csrf_of(self.client.get("/jobs").text)
 
     def get(self, path: str, **kwargs):
         return self.client.get(path, **kwargs)

@@ -19,6 +19,7 @@ from app.services.actors import Actor
 from tests.conftest import ADMIN_TOKEN
 from tests.secrets.helpers import make_user
 from tests.ui.artifacts import screenshot
+from tests.ui.web_client import browser_sign_in
 
 #: prints three green lines a second apart, so the test sees lines arrive while the run is active
 SLOW_GREEN_SCRIPT = "for i in 1 2 3; do printf '\\033[32mline %s\\033[0m\\n' \"$i\"; sleep 1; done"
@@ -36,10 +37,7 @@ def server(live_server, processes):
 
 
 def _sign_in(page, server, token: str = ADMIN_TOKEN) -> None:
-    page.goto(server.url + "/login")
-    page.fill("#token", token)
-    page.click('button[type="submit"]')
-    page.wait_for_url(re.compile(re.escape(server.url) + r"/(dashboard|jobs)$"))
+    browser_sign_in(page, server.url, token)
 
 
 def _fill_new_job(page, *, name: str, script: str, schedule: str) -> None:
@@ -89,7 +87,7 @@ def test_create_a_job_through_the_form_run_it_and_watch_its_log_live(server, pag
     expect(page.locator("#run-status")).to_have_text("success", timeout=30_000)
     log = page.text_content("#log")
     assert [log.count(f"line {i}") for i in (1, 2, 3)] == [1, 1, 1]
-    screenshot(page, "execution-page")
+    screenshot(page, "execution-page-of-a-new-job")
 
 
 def test_a_failing_job_shows_its_error_on_its_pages(server, page):

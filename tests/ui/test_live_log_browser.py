@@ -5,7 +5,6 @@ where websockets cannot open, the page polls."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -13,10 +12,11 @@ from playwright.sync_api import expect
 from app.extensions import db
 from app.services.actors import Actor
 from tests.secrets.helpers import make_job, make_user
+from tests.ui.artifacts import screenshot
+from tests.ui.web_client import browser_sign_in
 
 pytestmark = pytest.mark.timeout(120)
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 #: prints coloured lines for about three seconds, with a warning on stderr each time
 SCRIPT = r"""sleep 1
@@ -47,10 +47,7 @@ def running_job(live_server, processes):
     processes.worker()
 
     def start(page) -> str:
-        page.goto(server.url + "/login")
-        page.fill("#token", token)
-        page.click('button[type="submit"]')
-        page.wait_for_selector("#whoami")
+        browser_sign_in(page, server.url, token)
         run = server.app.test_client().post(f"/api/v1/jobs/{job_id}/run",
                                             headers={"Authorization": f"Bearer {token}"})
         assert run.status_code == 202, run.text
@@ -90,8 +87,7 @@ def test_the_page_follows_a_running_job_live_with_colours_then_shows_success(run
     assert page.locator("#log .ansi-31").all_text_contents() == [f"red {i}" for i in range(1, 7)]
     assert page.locator("#log .stderr").all_text_contents() == [f"warning {i}\n" for i in range(1, 7)]
     assert "<b>not markup</b>" in log and page.locator("#log b").count() == 0  # text, never HTML
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "execution-page.png"), full_page=True)
+    screenshot(page, "execution-page")
     # And following can be paused and resumed
     page.click("#log-follow")
     assert page.get_attribute("#log-follow", "aria-pressed") == "false"

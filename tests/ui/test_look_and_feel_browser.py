@@ -11,6 +11,7 @@ import pytest
 from app.extensions import db
 from app.services import users
 from tests.conftest import ADMIN_TOKEN
+from tests.ui.web_client import browser_sign_in
 
 
 @pytest.fixture
@@ -28,10 +29,7 @@ def _signed_in_page(browser, server, **context_options):
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-    page.goto(server.url + "/login")
-    page.fill("#token", ADMIN_TOKEN)
-    page.click('button[type="submit"]')
-    page.wait_for_url(re.compile(re.escape(server.url) + r"/(dashboard|jobs)$"))
+    browser_sign_in(page, server.url, ADMIN_TOKEN)
     page.problems = problems
     return page
 

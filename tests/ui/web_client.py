@@ -35,3 +35,11 @@ def make_user(email: str, role: str, *, team_id=None) -> tuple[User, str]:
     user = users.create_user(actor=SYSTEM, email=email, role=role, team_id=team_id)
     _, token = api_tokens.issue_token(actor=SYSTEM, user=user, name="web")
     return user, token
+
+
+def browser_sign_in(page, base_url: str, token: str) -> None:
+    """Sign a real browser in with ``token`` on the sign-in page; returns once a page shows who is in."""
+    page.goto(base_url + "/login")
+    page.fill("#token", token)
+    page.click('button[type="submit"]')
+    page.wait_for_selector("#whoami")
