@@ -236,3 +236,25 @@ def test_purge_works_on_a_standalone_sqlite_database(tmp_path, jobplane):
         assert db.session.scalar(select(func.count()).select_from(AuditLog)
                                  .where(AuditLog.action == "executions_purged")) == 1
     standalone.extensions["jobplane_db"].engine.dispose()
+
+
+@pytest.mark.timeout(60)  # waiting for the lock would wait for this test itself: it would hang
+def test_a_row_locked_by_another_transaction_is_skipped_not_waited_for(app, history, jobplane):
+    # Given another transaction (a worker finishing with it, say) holding a lock on one old execution
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(app.config["DATABASE_URL"])
+    try:
+        with engine.connect() as other:
+            other.execute(text("SELECT id FROM executions WHERE id = :id FOR UPDATE"), {"id": history["old_failed"]})
+            # When the purge runs meanwhile
+            result = jobplane("purge")
+            # Then it does not wait for that lock: it removes the other two and leaves the locked one
+            assert result.exit_code == 0, result.output
+            assert result.stdout.startswith("removed 2 execution(s)")
+            other.rollback()
+    finally:
+        engine.dispose()
+    assert history["old_failed"] in remaining(app)[0]
+    # And the next purge removes it
+    assert jobplane("purge").stdout.startswith("removed 1 execution(s)")
