@@ -236,3 +236,34 @@ def test_purge_works_on_a_standalone_sqlite_database(tmp_path, jobplane):
         assert db.session.scalar(select(func.count()).select_from(AuditLog)
                                  .where(AuditLog.action == "executions_purged")) == 1
     standalone.extensions["jobplane_db"].engine.dispose()
+
+
+def test_a_row_locked_by_another_transaction_is_skipped_not_waited_for(app, settings, history):
+    # Given another transaction (a worker finishing with it, say) holding a lock on one old execution
+    import subprocess
+
+    from sqlalchemy import create_engine, text
+
+    from tests.helpers import JOBPLANE, process_env
+
+    def purge() -> subprocess.CompletedProcess:
+        # the installed command, in its own process: had it waited for the lock, the timeout ends it
+        # and fails the test (a wait in this process could not be interrupted)
+        return subprocess.run([JOBPLANE, "purge"], env=process_env(settings, {}), capture_output=True, text=True,
+                              timeout=60)
+
+    engine = create_engine(app.config["DATABASE_URL"])
+    try:
+        with engine.connect() as other:
+            other.execute(text("SELECT id FROM executions WHERE id = :id FOR UPDATE"), {"id": history["old_failed"]})
+            # When the purge runs meanwhile
+            result = purge()
+            # Then it does not wait for that lock: it removes the other two and leaves the locked one
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith("removed 2 execution(s)")
+            other.rollback()
+    finally:
+        engine.dispose()
+    assert history["old_failed"] in remaining(app)[0]
+    # And the next purge removes it
+    assert purge().stdout.startswith("removed 1 execution(s)")
