@@ -42,6 +42,7 @@ class Execution(Base):
         Index("ix_executions_status", "status"),
         Index("ix_executions_started_at", "started_at"),
         Index("ix_executions_job_id_created_at", "job_id", "created_at"),
+        Index("ix_executions_first_attempt_id", "first_attempt_id"),  # its ON DELETE CASCADE looks here
         CheckConstraint(
             "status IN ('queued', 'running', 'success', 'failed', 'timed_out', 'lost', 'cancelled', "
             "'skipped', 'missed')", name="status"),
