@@ -11,7 +11,7 @@ import threading
 
 import dramatiq
 
-from app import create_app
+from app import create_app, observability
 from app.bootstrap import ensure_admin
 from app.extensions import queue
 from app.tasks.middleware import AppContextMiddleware
@@ -21,6 +21,7 @@ def setup_broker() -> None:
     app = create_app()
     ensure_admin(app)
     broker = queue.broker_of(app)
+    observability.instrument_worker(app, broker)  # logs, Sentry, metrics and probes
     broker.add_middleware(AppContextMiddleware(app))
     dramatiq.set_broker(broker)
 

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from app.config import ConfigError, load_settings, settings_table
+from app.observability import process_environment
 
 
 def _settings() -> dict:
@@ -26,6 +27,7 @@ def main() -> None:
 @main.command(help="Run the web server and API (gunicorn).")
 def web() -> None:
     config = _settings()
+    os.environ.update(process_environment("web", config))  # the workers' shared metrics
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{config['HOST']}:{config['PORT']}",
             "--workers", str(config["WEB_WORKERS"]), "--threads", str(config["WEB_THREADS"]),
             "--worker-class", "gthread", "--no-control-socket", "--access-logfile", "-",
@@ -47,6 +49,7 @@ def worker() -> None:
 
     config = _settings()
     os.environ["dramatiq_worker_timeout"] = str(config["WORKER_POLL_MS"])
+    os.environ.update(process_environment("worker", config))  # the worker processes' shared metrics
     # job runs in the worker processes; notifications in a process of their own (a fork that
     # Dramatiq supervises), so a worker whose threads are all busy with long runs still notifies
     argv = [sys.executable, "-m", "dramatiq", "--processes", str(config["WORKER_PROCESSES"]),

@@ -18,6 +18,7 @@ from uuid import UUID
 
 from flask import current_app
 
+from app import observability
 from app.errors import JobplaneError
 from app.executors.base import Executor, ResourceLimits, RunResult, RunSpec
 from app.extensions import db
@@ -67,6 +68,7 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
         secret_values = None
         secret_error = exc.message
     masker = SecretMasker((secret_values or {}).values())
+    observability.run_started(claim, masker)
     writer = LogWriter(claim, masker=masker, live=live, flush_seconds=config["LOG_FLUSH_SECONDS"],
                        heartbeat_seconds=config["HEARTBEAT_SECONDS"], cap_bytes=config["LOG_CAP_BYTES"])
     if secret_values is None:
