@@ -81,6 +81,14 @@ def execution_finished_after_commit(*, job_type: str, outcome: str, started_at: 
                                    started_at=started_at, completed_at=completed_at))
 
 
+def executions_cancelled_after_commit(*, job_type: str, count: int) -> None:
+    """Count cancelled executions (by a user, or replaced by a newer run) once that commits."""
+    from app.services.transactions import after_commit
+
+    if count:
+        after_commit(lambda: EXECUTIONS_FINISHED.labels(job_type, "cancelled").inc(count))
+
+
 def fires_recorded(result) -> None:
     """Count a committed ``FireResult``."""
     for outcome, entries in (("queued", result.queued), ("skipped", result.skipped), ("missed", result.missed)):
