@@ -33,6 +33,7 @@ def run_notifier() -> int:
 
     app = create_app()
     broker = queue.broker_of(app)
+    observability.instrument_worker(app, broker, probes=False)  # logs and Sentry (the run workers serve probes)
     broker.add_middleware(AppContextMiddleware(app))
     notifier = dramatiq.Worker(broker, queues={NOTIFICATIONS_QUEUE}, worker_threads=app.config["NOTIFY_THREADS"],
                                worker_timeout=app.config["WORKER_POLL_MS"])

@@ -60,14 +60,17 @@ def setup(config: Mapping[str, Any], kind: str):
     return None
 
 
-def instrument_worker(app: Flask, broker) -> None:
+def instrument_worker(app: Flask, broker, *, probes: bool = True) -> None:
     """A worker process: its logs and Sentry, Sentry's and Prometheus's Dramatiq middleware, and
-    (through the latter) the probe process that serves what all the worker processes record."""
+    (through the latter, unless ``probes`` is False) the probe process that serves what all the
+    worker processes record."""
     from app.observability import sentry
     from app.observability.worker import WorkerMetrics
 
     setup(app.config, "worker")
     sentry.instrument_broker(broker)
+    if not probes:
+        return
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and app.config["WORKER_METRICS_PORT"]:
         broker.add_middleware(WorkerMetrics())
     else:
@@ -120,13 +123,22 @@ def _metrics():
     return Response(body, mimetype=None, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def run_started(claim, masker) -> None:
+def run_started(claim) -> None:
     """A worker won a claim and is about to start the run: count it, measure its schedule lag, and
-    put its ids (and its secrets' masker) on this thread's log lines and Sentry events."""
+    put its ids on this thread's log lines and Sentry events."""
     from app.models.base import utcnow
     from app.observability import logs, metrics, sentry
 
-    logs.bind_run(job_id=claim.job.id, execution_id=claim.execution_id, masker=masker)
+    logs.bind_run(job_id=claim.job.id, execution_id=claim.execution_id)
     sentry.tag_run(job_id=claim.job.id, execution_id=claim.execution_id)
     metrics.execution_started(job_type=claim.job.job_type, scheduled_for=claim.scheduled_for, attempt=claim.attempt,
                               started_at=utcnow())
+
+
+def run_masker(masker) -> None:
+    """The run's secrets are known: mask them out of this thread's log lines and Sentry events."""
+    from app.observability import logs, sentry
+
+    job_id, execution_id, _ = logs.current_run()
+    logs.bind_run(job_id=job_id, execution_id=execution_id, masker=masker)
+    sentry.scrub_run_secrets(masker)

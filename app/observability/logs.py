@@ -114,13 +114,26 @@ def configure(*, level: str, log_format: str, process_kind: str) -> None:
 
 def init_app(app: Flask) -> None:
     """Give each request an id (its ``X-Request-ID`` if it has a sane one) and send it back."""
+    app.wsgi_app = _RequestId(app.wsgi_app)
     app.before_request(_take_request_id)
     app.after_request(_echo_request_id)
 
 
+class _RequestId:
+    """Settles the request's id before Flask sees the request, so that everything reading
+    ``X-Request-ID`` (the audit trail, error pages, the logs) agrees on one id."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        if not _REQUEST_ID.match(environ.get("HTTP_X_REQUEST_ID", "")):
+            environ["HTTP_X_REQUEST_ID"] = uuid.uuid4().hex
+        return self.wsgi_app(environ, start_response)
+
+
 def _take_request_id() -> None:
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    g.request_id = request.headers["X-Request-ID"]
 
 
 def _echo_request_id(response):

@@ -18,13 +18,17 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
 from app.observability import logs
+from app.services.masking import SecretMasker
 
 logger = logging.getLogger(__name__)
 
-#: keys whose values are never sent, on top of Sentry's own list
+#: keys whose values are never sent, on top of Sentry's own list and the credential settings
 _DENYLIST = [*DEFAULT_DENYLIST, "secret_values", "value", "env", "script", "claim_token", "token_hash",
-             "notification_slack_webhook", "notification_webhook_url", "smtp_password", "database_url",
-             "x-request-id"]
+             "notification_slack_webhook", "notification_webhook_url", "secret_key_fallbacks"]
+#: settings whose values are credentials: their keys are denied, their values masked wherever they appear
+_CREDENTIAL_SETTING = ("SECRET", "PASSWORD", "TOKEN", "DSN", "DATABASE_URL", "REDIS_URL", "KEYVAULT_URL")
+#: the values of this process's credential settings
+_settings_masker: SecretMasker | None = None
 
 
 def init(config: Mapping[str, Any], *, process_kind: str) -> bool:
@@ -33,14 +37,20 @@ def init(config: Mapping[str, Any], *, process_kind: str) -> bool:
     Returns:
       whether Sentry is on.
     """
+    global _settings_masker
     dsn = config.get("SENTRY_DSN")
     if not dsn:
         return False
+    credentials = [key for key in config if isinstance(key, str) and any(word in key for word in _CREDENTIAL_SETTING)]
+    _settings_masker = SecretMasker(str(config[key]) for key in credentials if config.get(key))
+    denylist = [*_DENYLIST, *(key.lower() for key in credentials)]
     sentry_sdk.init(
         dsn=dsn, environment=config["ENV"], server_name=process_kind, send_default_pii=False,
-        max_request_body_size="never", event_scrubber=EventScrubber(denylist=_DENYLIST, recursive=True),
+        max_request_body_size="never", event_scrubber=EventScrubber(denylist=denylist, recursive=True),
         integrations=[FlaskIntegration(), DramatiqIntegration(),
-                      LoggingIntegration(level=logging.INFO, event_level=None)],
+                      # errors the API's handlers answer with a 500 are logged, not raised: an
+                      # ERROR log line with its exception is an event (Dedupe drops the repeats)
+                      LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
         before_send=_scrub_event, before_breadcrumb=_scrub_breadcrumb, traces_sample_rate=0.0)
     sentry_sdk.set_tag("process", process_kind)
     logger.info("sending unhandled errors to Sentry")
@@ -62,9 +72,13 @@ def tag_run(*, job_id: Any, execution_id: Any) -> None:
         scope = sentry_sdk.get_isolation_scope()
         scope.set_tag("job_id", str(job_id))
         scope.set_tag("execution_id", str(execution_id))
-        masker = logs.current_run()[2]
-        # the error is captured after the run's code has left: keep its masker with the scope
-        scope.add_event_processor(lambda event, _hint: _scrub(event, masker))
+
+
+def scrub_run_secrets(masker: Any) -> None:
+    """Mask the run's secret values out of the current message's events: they are captured after
+    the run's code has left (and its log context with it), so the masker stays with the scope."""
+    if sentry_sdk.get_client().is_active():
+        sentry_sdk.get_isolation_scope().add_event_processor(lambda event, _hint: _scrub(event, masker))
 
 
 def _scrub_event(event: dict, _hint: dict) -> dict:
@@ -78,7 +92,11 @@ def _scrub_breadcrumb(crumb: dict, _hint: dict) -> dict:
 def _scrub(value: Any, masker: Any) -> Any:
     """Every string in ``value`` (an event or a part of it), scrubbed."""
     if isinstance(value, str):
-        return logs.scrub(masker.mask(value) if masker is not None else value)
+        if masker is not None:
+            value = masker.mask(value)
+        if _settings_masker is not None:
+            value = _settings_masker.mask(value)
+        return logs.scrub(value)
     if isinstance(value, dict):
         return {key: _scrub(item, masker) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -94,8 +94,10 @@ def serve_worker_probes() -> int:
     """The worker's probe process: Dramatiq forks it beside the worker processes (see
     ``WorkerMetrics.forks``); it serves what all of them recorded, until SIGTERM."""
     from app.config import load_settings
+    from app.observability import setup
 
     config = load_settings()
+    setup(config, "worker")
     server = start_probe_server(config, config["WORKER_METRICS_PORT"])
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -70,6 +70,7 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            server.settimeout(None)  # the timeout was for connecting: idle pooled connections stay
             with self.lock:
                 self.connections += [client, server]
             for source, sink in ((client, server), (server, client)):
