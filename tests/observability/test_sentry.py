@@ -47,8 +47,9 @@ def observed(settings, proxy, ingest):
 
 
 def _job_with_secret(client, admin, **fields) -> str:
-    response = client.post("/api/v1/jobs", headers=admin, json={"name": "sentried", "job_type": "bash",
-                                                                 "script": "printf 'started %0100d\\n' 0; sleep 3", **fields})
+    script = "printf 'started %0100d\\n' 0; sleep 3"
+    response = client.post("/api/v1/jobs", headers=admin,
+                           json={"name": "sentried", "job_type": "bash", "script": script, **fields})
     assert response.status_code == 201, response.json
     job_id = response.json["id"]
     assert client.put(f"/api/v1/jobs/{job_id}/secrets/DEPLOY_NOTE", headers=admin,
