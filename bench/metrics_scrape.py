@@ -94,7 +94,8 @@ def main() -> int:
             if round_ >= 20:
                 samples.append(elapsed)
     body = client.get("/metrics").get_data(as_text=True)
-    running = [line for line in body.splitlines() if line.startswith('jobplane_executions{job_type="bash",status="running"')]
+    running = [line for line in body.splitlines()
+               if line.startswith('jobplane_executions{job_type="bash",status="running"')]
     results = {path: summary(samples) for path, samples in timings.items()}
     if args.json:
         print(json.dumps({"args": vars(args), "results": results, "sample": running}, indent=2))

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
+import requests
 from sqlalchemy import func, insert, select
 
 from app.extensions import db
@@ -30,7 +32,8 @@ def hooks():
 def settings(settings, hooks):
     settings.update({"WEBHOOK_ALLOW_HTTP": True, "WEBHOOK_ALLOW_PRIVATE": True, "NOTIFY_RETRY_SECONDS": 0.5,
                      "NOTIFY_ATTEMPTS": 2, "SWEEP_INTERVAL_SECONDS": 0.5, "REQUEUE_AFTER_SECONDS": 5,
-                     "HEARTBEAT_STALE_SECONDS": 20, "KILL_GRACE_SECONDS": 1, "SCHEDULER_METRICS_PORT": free_port(),
+                     "HEARTBEAT_STALE_SECONDS": 20, "KILL_GRACE_SECONDS": 1, "MISFIRE_THRESHOLD_SECONDS": 1,
+                     "SCHEDULER_METRICS_PORT": free_port(),
                      "WORKER_METRICS_PORT": free_port()})
     return settings
 
@@ -142,3 +145,24 @@ def test_metrics_move_with_real_runs(app, admin, client, processes, settings, ho
              timeout=30, message="the sweeper's actions")
     assert sample(scrape(scheduler_url), "jobplane_executions_finished_total", outcome="lost") == 1
     assert worker.poll() is None and scheduler.poll() is None
+
+    # When the leader dies and another scheduler takes over a few seconds later
+    processes.kill(scheduler)
+    time.sleep(3)
+    successor_url = f"http://127.0.0.1:{free_port()}/metrics"
+    processes.scheduler(SCHEDULER_METRICS_PORT=successor_url.split(":")[2].split("/")[0])
+    # Then it leads, and counts the per-second fire times nobody fired meanwhile as missed (the
+    # misfire policy run_latest runs only the latest of them)
+    wait_for(lambda: _answers(successor_url) and sample(scrape(successor_url), "jobplane_fires_total",
+                                                         outcome="missed") >= 1,
+             timeout=60, message=f"missed fires counted\n{processes.logs()}")
+    taken_over = scrape(successor_url)
+    assert sample(taken_over, "jobplane_scheduler_leader") == 1
+    assert sample(taken_over, "jobplane_scheduler_leader_changes_total") == 1
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
