@@ -28,12 +28,12 @@ def setup_broker() -> None:
 
 def run_notifier() -> int:
     """Deliver notifications until SIGTERM/SIGINT: Dramatiq forks this beside the run workers and
-    stops them all if it dies."""
+    stops them all if it dies. It also serves the worker's /metrics, /health and /ready."""
     from app.tasks.dispatch import NOTIFICATIONS_QUEUE
 
     app = create_app()
     broker = queue.broker_of(app)
-    observability.instrument_worker(app, broker, probes=False)  # logs and Sentry (the run workers serve probes)
+    probes = observability.instrument_worker(app, broker, notifier=True)  # logs, Sentry, /metrics, /ready
     broker.add_middleware(AppContextMiddleware(app))
     notifier = dramatiq.Worker(broker, queues={NOTIFICATIONS_QUEUE}, worker_threads=app.config["NOTIFY_THREADS"],
                                worker_timeout=app.config["WORKER_POLL_MS"])
@@ -43,4 +43,6 @@ def run_notifier() -> int:
     notifier.start()
     stop.wait()
     notifier.stop()
+    if probes is not None:
+        probes.stop()
     return 0

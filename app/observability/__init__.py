@@ -60,22 +60,29 @@ def setup(config: Mapping[str, Any], kind: str):
     return None
 
 
-def instrument_worker(app: Flask, broker, *, probes: bool = True) -> None:
-    """A worker process: its logs and Sentry, Sentry's and Prometheus's Dramatiq middleware, and
-    (through the latter, unless ``probes`` is False) the probe process that serves what all the
-    worker processes record."""
+def instrument_worker(app: Flask, broker, *, notifier: bool = False):
+    """A process of ``jobplane worker``: its logs and Sentry, and Sentry's Dramatiq middleware.
+    The run workers add Dramatiq's Prometheus middleware; the notifier process (one per worker,
+    alive as long as it) serves the probes and what every worker process recorded, on a thread
+    rather than in a process of its own that would have to boot the app too.
+
+    Returns:
+      the notifier's probe server, if it started.
+    """
     from app.observability import sentry
+    from app.observability.server import start_probe_server
     from app.observability.worker import WorkerMetrics
 
     setup(app.config, "worker")
     sentry.instrument_broker(broker)
-    if not probes:
-        return
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and app.config["WORKER_METRICS_PORT"]:
-        broker.add_middleware(WorkerMetrics())
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        logger.warning("worker metrics are off: start workers with `jobplane worker`, which shares them "
+                       "between its processes")
+    elif notifier:
+        return start_probe_server(app.config, app.config["WORKER_METRICS_PORT"])
     else:
-        logger.warning("worker metrics are off: start workers with `jobplane worker` (which shares them "
-                       "between processes) and a JOBPLANE_WORKER_METRICS_PORT")
+        broker.add_middleware(WorkerMetrics())
+    return None
 
 
 def init_app(app: Flask) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
@@ -88,21 +87,3 @@ def start_probe_server(config: Mapping[str, Any], port: int,
         return None
     logger.info("serving /metrics, /health and /ready on %s:%d", config["METRICS_HOST"], server.port)
     return server
-
-
-def serve_worker_probes() -> int:
-    """The worker's probe process: Dramatiq forks it beside the worker processes (see
-    ``WorkerMetrics.forks``); it serves what all of them recorded, until SIGTERM."""
-    from app.config import load_settings
-    from app.observability import setup
-
-    config = load_settings()
-    setup(config, "worker")
-    server = start_probe_server(config, config["WORKER_METRICS_PORT"])
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
-    if server is not None:
-        server.stop()
-    return 0
