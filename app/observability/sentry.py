@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 _DENYLIST = [*DEFAULT_DENYLIST, "secret_values", "value", "env", "script", "claim_token", "token_hash",
              "notification_slack_webhook", "notification_webhook_url", "secret_key_fallbacks"]
 #: settings whose values are credentials: their keys are denied, their values masked wherever they appear
-_CREDENTIAL_SETTING = ("SECRET", "PASSWORD", "TOKEN", "DSN", "DATABASE_URL", "REDIS_URL", "KEYVAULT_URL")
+_CREDENTIAL_SETTINGS = ("SECRET_KEY", "SECRET_KEY_PREVIOUS", "OIDC_CLIENT_SECRET", "SMTP_PASSWORD",
+                        "BOOTSTRAP_ADMIN_TOKEN", "SENTRY_DSN", "DATABASE_URL", "REDIS_URL")
 #: the values of this process's credential settings
 _settings_masker: SecretMasker | None = None
 
@@ -41,9 +42,10 @@ def init(config: Mapping[str, Any], *, process_kind: str) -> bool:
     dsn = config.get("SENTRY_DSN")
     if not dsn:
         return False
-    credentials = [key for key in config if isinstance(key, str) and any(word in key for word in _CREDENTIAL_SETTING)]
-    _settings_masker = SecretMasker(str(config[key]) for key in credentials if config.get(key))
-    denylist = [*_DENYLIST, *(key.lower() for key in credentials)]
+    values = [str(config[key]) for key in _CREDENTIAL_SETTINGS if config.get(key)]
+    values += [key.strip() for key in (config.get("SECRET_KEY_PREVIOUS") or "").split(",") if key.strip()]
+    _settings_masker = SecretMasker(values)
+    denylist = [*_DENYLIST, *(key.lower() for key in _CREDENTIAL_SETTINGS)]
     sentry_sdk.init(
         dsn=dsn, environment=config["ENV"], server_name=process_kind, send_default_pii=False,
         max_request_body_size="never", event_scrubber=EventScrubber(denylist=denylist, recursive=True),
