@@ -3,15 +3,15 @@
 import signal
 import sys
 
-from app import create_app
-from app.bootstrap import configure_logging, ensure_admin
+from app import create_app, observability
+from app.bootstrap import ensure_admin
 from app.scheduler.leader import leader_lock_for
 from app.scheduler.service import SchedulerService
 
 
 def main() -> int:
     app = create_app()
-    configure_logging(app.config["LOG_LEVEL"])
+    observability.setup(app.config, "scheduler")  # logs, Sentry, and /metrics, /health, /ready
     ensure_admin(app)
     service = SchedulerService(app, leader_lock_for(app.config))
     signal.signal(signal.SIGTERM, lambda *_: service.stop())

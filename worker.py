@@ -11,7 +11,7 @@ import threading
 
 import dramatiq
 
-from app import create_app
+from app import create_app, observability
 from app.bootstrap import ensure_admin
 from app.extensions import queue
 from app.tasks.middleware import AppContextMiddleware
@@ -21,17 +21,19 @@ def setup_broker() -> None:
     app = create_app()
     ensure_admin(app)
     broker = queue.broker_of(app)
+    observability.instrument_worker(app, broker)  # logs, Sentry, metrics and probes
     broker.add_middleware(AppContextMiddleware(app))
     dramatiq.set_broker(broker)
 
 
 def run_notifier() -> int:
     """Deliver notifications until SIGTERM/SIGINT: Dramatiq forks this beside the run workers and
-    stops them all if it dies."""
+    stops them all if it dies. It also serves the worker's /metrics, /health and /ready."""
     from app.tasks.dispatch import NOTIFICATIONS_QUEUE
 
     app = create_app()
     broker = queue.broker_of(app)
+    probes = observability.instrument_worker(app, broker, notifier=True)  # logs, Sentry, /metrics, /ready
     broker.add_middleware(AppContextMiddleware(app))
     notifier = dramatiq.Worker(broker, queues={NOTIFICATIONS_QUEUE}, worker_threads=app.config["NOTIFY_THREADS"],
                                worker_timeout=app.config["WORKER_POLL_MS"])
@@ -41,4 +43,6 @@ def run_notifier() -> int:
     notifier.start()
     stop.wait()
     notifier.stop()
+    if probes is not None:
+        probes.stop()
     return 0

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from flask import Flask, g, jsonify
 
+from app import observability
 from app.config import load_settings
 from app.extensions import db, queue
 from app.services import audit_chain, transactions
@@ -34,6 +35,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     register_actors(queue.broker_of(app))
     api.init_app(app)
     ui.init_app(app)
+    observability.init_app(app)
     app.after_request(_commit_or_roll_back)
     app.add_url_rule("/health", "health", _health)
     return app

@@ -1,9 +1,9 @@
-"""What every entry point does before serving: logging, and the first admin."""
+"""What every entry point does before serving: the first admin. (Logging, metrics and Sentry are
+set up by ``app.observability.setup``.)"""
 
 from __future__ import annotations
 
 import logging
-import sys
 
 from flask import Flask
 from sqlalchemy.exc import IntegrityError
@@ -12,11 +12,6 @@ from app.extensions import db
 from app.services import users
 
 logger = logging.getLogger(__name__)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
 
 
 def ensure_admin(app: Flask) -> str | None:

@@ -222,6 +222,22 @@ SETTINGS: tuple[Setting, ...] = (
             "azure-keyvault: connect and read timeout of each request to the vault"),
     Setting("KEYVAULT_RETRIES", 2, _parse_int,
             "azure-keyvault: retries of a failed request to the vault before a run fails"),
+    Setting("LOG_FORMAT", None, _choice("json", "text"),
+            "json: one JSON object per log line, with request_id, job_id and execution_id (default for web, "
+            "scheduler and worker); text: for people (default for standalone)"),
+    Setting("METRICS_HOST", "127.0.0.1", _parse_str,
+            "address the scheduler's and worker's /metrics, /health and /ready bind to (0.0.0.0 in Kubernetes)"),
+    Setting("SCHEDULER_METRICS_PORT", 9101, _parse_int,
+            "port of the scheduler's /metrics, /health and /ready (0: none); docs/operations.md"),
+    Setting("WORKER_METRICS_PORT", 9102, _parse_int,
+            "port of the worker's /metrics, /health and /ready (0: none); docs/operations.md"),
+    Setting("METRICS_DIR", None, _parse_str,
+            "where the processes of `jobplane web` and `jobplane worker` share their metrics (a subdirectory "
+            "per kind, emptied at start; default: a new temporary directory)"),
+    Setting("READY_TIMEOUT_SECONDS", 2.0, _parse_float,
+            "/ready: how long each check (database, Redis) may take before it counts as down"),
+    Setting("SENTRY_DSN", None, _parse_str,
+            "send unhandled errors to Sentry at this DSN (unset = off); secrets and personal data are scrubbed"),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -287,6 +303,11 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
                 "NOTIFY_ATTEMPTS", "NOTIFY_BREAKER_FAILURES", "NOTIFY_THREADS"):
         if values[key] < 1:
             raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")
+    for key in ("SCHEDULER_METRICS_PORT", "WORKER_METRICS_PORT"):
+        if not 0 <= values[key] <= 65535:
+            raise ConfigError(f"JOBPLANE_{key} must be a TCP port (1-65535), or 0 for none; got {values[key]}")
+    if values["READY_TIMEOUT_SECONDS"] <= 0:
+        raise ConfigError(f"JOBPLANE_READY_TIMEOUT_SECONDS must be more than 0, got {values['READY_TIMEOUT_SECONDS']}")
     values["SQLALCHEMY_IS_SQLITE"] = values["DATABASE_URL"].startswith("sqlite")
     return values
 

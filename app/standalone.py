@@ -17,7 +17,8 @@ import dramatiq
 from werkzeug.serving import make_server
 
 from app import create_app
-from app.bootstrap import configure_logging, ensure_admin
+from app import observability
+from app.bootstrap import ensure_admin
 from app.extensions import db, queue
 from app.migrate import upgrade
 from app.scheduler.leader import FileLeaderLock
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 def run_standalone(overrides: dict[str, Any] | None = None) -> int:
     app = create_app({"ENV": "standalone", **(overrides or {})})
     config = app.config
-    configure_logging(config["LOG_LEVEL"])
+    observability.setup(config, "standalone")
     upgrade(config["DATABASE_URL"])
     lock = FileLeaderLock(f"{config['DATA_DIR']}/scheduler.lock")
     if not lock.try_acquire():

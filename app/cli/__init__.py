@@ -14,6 +14,7 @@ import click
 
 from app.cli.common import in_app as _in_app, settings as _settings
 from app.config import ConfigError, settings_table
+from app.observability import process_environment
 
 
 @click.group(help="Jobplane: cron jobs fired exactly once, run isolated, logged and retried.")
@@ -29,6 +30,7 @@ def web() -> None:
     # gevent or thread variants at import time
     app_package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     gunicorn_config = os.path.join(app_package, "gunicorn_config.py")
+    os.environ.update(process_environment("web", config))  # the workers' shared metrics
     argv = [sys.executable, "-m", "gunicorn", "--config", gunicorn_config,
             "--bind", f"{config['HOST']}:{config['PORT']}", "--workers", str(config["WEB_WORKERS"]),
             "--worker-class", config["WEB_WORKER_CLASS"], "--no-control-socket", "--access-logfile", "-"]
@@ -53,6 +55,7 @@ def worker() -> None:
 
     config = _settings()
     os.environ["dramatiq_worker_timeout"] = str(config["WORKER_POLL_MS"])
+    os.environ.update(process_environment("worker", config))  # the worker processes' shared metrics
     # job runs in the worker processes; notifications in a process of their own (a fork that
     # Dramatiq supervises), so a worker whose threads are all busy with long runs still notifies
     argv = [sys.executable, "-m", "dramatiq", "--processes", str(config["WORKER_PROCESSES"]),

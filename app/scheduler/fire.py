@@ -17,6 +17,7 @@ from uuid import UUID
 from flask import Flask
 
 from app.extensions import db
+from app.observability import metrics
 from app.scheduler import faults
 from app.services import firing
 from app.services.firing import FireResult
@@ -45,6 +46,7 @@ def fire_due_jobs(app: Flask, fires: dict[str, list[datetime]]) -> FireResult:
                 misfire_threshold=timedelta(seconds=config["MISFIRE_THRESHOLD_SECONDS"]),
                 run_all_cap=config["MISFIRE_RUN_ALL_CAP"])
             faults.point(app, "after_insert")
+        metrics.fires_recorded(result)
         faults.point(app, "before_send")
         try:
             dispatch.send_runs(result.queued)

@@ -12,6 +12,7 @@ from flask import Flask
 from sqlalchemy import text
 
 from app.extensions import db
+from app.observability import metrics
 from app.scheduler import sync
 from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
@@ -88,6 +89,7 @@ class SchedulerService:
         sync.reconcile(self.app, self.scheduler)
         self.scheduler.resume()
         self.is_leader.set()
+        metrics.leader_acquired()
 
     def _lead(self) -> int:
         check = self.config["SCHEDULER_LOCK_CHECK_SECONDS"]
@@ -153,6 +155,7 @@ class SchedulerService:
                 lost = sweeper.mark_stale_running_lost(
                     stale_after=timedelta(seconds=self.config["HEARTBEAT_STALE_SECONDS"]))
                 stranded = notifications.resend_stranded()
+            metrics.swept(resent=len(resent), lost=len(lost), notifications_resent=stranded)
             if stranded:
                 logger.warning("sweeper: re-sent %d stranded notification(s)", stranded)
             if resent or lost:
@@ -182,6 +185,7 @@ class SchedulerService:
 
     def _shutdown(self) -> None:
         self.is_leader.clear()
+        metrics.leader_released()
         if self.listener is not None:
             self.listener.stop()
         if self.scheduler is not None and self.scheduler.running:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from app.extensions import db
 from app.models import Execution, ExecutionLogChunk, Job
 from app.models.base import utcnow
+from app.observability import metrics
 from app.services import firing, notifications, retries
 
 
@@ -140,6 +141,8 @@ def finish_execution(*, claim: Claim, status: str, exit_code: int | None, error_
     execution = db.session.get(Execution, claim.execution_id)
     db.session.refresh(execution)
     job = db.session.get(Job, execution.job_id)
+    metrics.execution_finished_after_commit(job_type=job.job_type, outcome=status, started_at=execution.started_at,
+                                            completed_at=completed_at)
     if retries.schedule_retry(job=job, execution=execution, outcome=status, now=completed_at) is None:
         notifications.record_outcome(job=job, execution=execution)  # final: in this same transaction
     return True

@@ -19,6 +19,7 @@ from app.extensions import db
 from app.models import Execution, ExecutionLogChunk, Job
 from app.models.base import utcnow
 from app.models.execution import ACTIVE_STATUSES, EXECUTION_STATUSES, TRIGGERS
+from app.observability import metrics
 from app.services import access, audit, firing, jobs
 from app.services.actors import Actor
 from app.tasks import dispatch
@@ -301,5 +302,6 @@ def cancel_execution(*, actor: Actor, execution_id: UUID) -> Execution:
         raise Conflict(f"execution {execution_id} has already ended ({previous}); there is nothing to cancel")
     audit.record(actor=actor, action="execution_cancelled", resource_type="execution", resource_id=execution_id,
                  changes={"status": {"old": previous, "new": "cancelled"}})
+    metrics.executions_cancelled_after_commit(job_type=job.job_type, count=1)
     db.session.refresh(execution)
     return execution

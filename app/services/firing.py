@@ -20,6 +20,7 @@ from app.extensions import db
 from app.models import Execution, Job
 from app.models.base import new_id, utcnow
 from app.models.execution import ACTIVE_STATUSES
+from app.observability import metrics
 from app.services import schedules
 
 
@@ -89,7 +90,7 @@ def record_fire_batch(*, fires: dict[UUID, list[datetime]], fired_by: str, misfi
                 result.skipped.append(fire_time)
                 continue
             if job.concurrency_policy == "replace" and running:
-                _cancel(running, now=now, reason=f"replaced by the run for {fire_time.isoformat()}")
+                _cancel(running, now=now, reason=f"replaced by the run for {fire_time.isoformat()}", job=job)
                 result.cancelled.extend(running)
                 running.clear()
             row = _row(job, fire_time, "queued", fired_by, now)
@@ -126,11 +127,12 @@ def _forbid_reason(active_id: UUID) -> str:
     return f"skipped: run {active_id} was still active (concurrency policy forbid)"
 
 
-def _cancel(execution_ids: list[UUID], *, now: datetime, reason: str) -> None:
-    db.session.execute(
+def _cancel(execution_ids: list[UUID], *, now: datetime, reason: str, job: Job) -> None:
+    result = db.session.execute(
         update(Execution).where(Execution.id.in_(execution_ids), Execution.status.in_(ACTIVE_STATUSES))
         .values(status="cancelled", claim_token=None, completed_at=now, reason=reason)
         .execution_options(synchronize_session=False))
+    metrics.executions_cancelled_after_commit(job_type=job.job_type, count=result.rowcount)
 
 
 def choose_by_misfire_policy(job: Job, times: list[datetime], *, now: datetime, threshold: timedelta,
@@ -163,7 +165,7 @@ def admit_manual_run(job: Job, *, now: datetime) -> None:
         raise Conflict(f"{_forbid_reason(running[0])}; wait for it to finish, or set concurrency_policy to "
                        "allow or replace")
     if running:
-        _cancel(running, now=now, reason="replaced by a manual run")
+        _cancel(running, now=now, reason="replaced by a manual run", job=job)
 
 
 def _row(job: Job, fire_time: datetime, status: str, fired_by: str, now: datetime,

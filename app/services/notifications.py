@@ -30,6 +30,7 @@ from app.models.base import utcnow
 from app.notifications import channels
 from app.notifications.breaker import Breaker
 from app.notifications.content import NotificationContent
+from app.observability import metrics
 from app.services import access, audit
 from app.services.actors import Actor
 from app.services.transactions import after_commit
@@ -187,6 +188,7 @@ def deliver(notification_id: UUID) -> str | None:
             if note:
                 row.last_error = note
     db.session.commit()
+    metrics.notification_attempted(channel=row.channel, status=row.status)
     return row.status
 
 

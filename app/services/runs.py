@@ -18,6 +18,7 @@ from uuid import UUID
 
 from flask import current_app
 
+from app import observability
 from app.errors import JobplaneError
 from app.executors.base import Executor, ResourceLimits, RunResult, RunSpec
 from app.extensions import db
@@ -58,6 +59,7 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
     if claim is None:
         logger.info("execution %s already claimed or not queued; delivery dropped", execution_id)
         return None
+    observability.run_started(claim)
     live = live_log_for(current_app)
     live.publish(execution_id, {"type": "status", "status": "running"})
     try:
@@ -67,6 +69,7 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
         secret_values = None
         secret_error = exc.message
     masker = SecretMasker((secret_values or {}).values())
+    observability.run_masker(masker)
     writer = LogWriter(claim, masker=masker, live=live, flush_seconds=config["LOG_FLUSH_SECONDS"],
                        heartbeat_seconds=config["HEARTBEAT_SECONDS"], cap_bytes=config["LOG_CAP_BYTES"])
     if secret_values is None:

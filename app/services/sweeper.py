@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from app.extensions import db
 from app.models import Execution, Job
 from app.models.base import utcnow
+from app.observability import metrics
 from app.services import notifications, retries
 from app.tasks import dispatch
 
@@ -58,6 +59,8 @@ def mark_stale_running_lost(*, stale_after: timedelta, limit: int = 500) -> list
         execution = db.session.get(Execution, execution_id)
         db.session.refresh(execution)
         job = db.session.get(Job, execution.job_id)
+        metrics.execution_finished_after_commit(job_type=job.job_type, outcome="lost",
+                                                started_at=execution.started_at, completed_at=now)
         if retries.schedule_retry(job=job, execution=execution, outcome="lost", now=now) is None:
             if execution.attempt > 1:
                 execution.status = "failed"

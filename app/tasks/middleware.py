@@ -8,6 +8,7 @@ from dramatiq import Middleware
 from flask import Flask
 
 from app.extensions import db
+from app.observability import logs
 
 
 class AppContextMiddleware(Middleware):
@@ -18,6 +19,7 @@ class AppContextMiddleware(Middleware):
         self._local = threading.local()
 
     def before_process_message(self, broker, message):
+        logs.clear_run()  # this thread's previous message was another run
         context = self.app.app_context()
         context.push()
         self._local.context = context

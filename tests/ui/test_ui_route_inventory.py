@@ -9,9 +9,10 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN
 
-#: open to anyone: signing in, static files, liveness
+#: open to anyone: signing in, static files, liveness, readiness and metrics (docs/operations.md)
 PUBLIC = {
-    ("GET", "/health"), ("GET", "/login"), ("GET", "/login/sso"), ("GET", "/auth/callback"),
+    ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
+    ("GET", "/login"), ("GET", "/login/sso"), ("GET", "/auth/callback"),
     ("POST", "/login/token"), ("GET", "/static/<path:filename>"),
 }
 #: what an anonymous visitor gets from a page that needs a signed-in user (CSRF comes first on POST)
