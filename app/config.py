@@ -178,8 +178,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUDIT_RETENTION_DAYS", 90, _parse_int,
             "audit rows older than this are pruned by the scheduler leader (the chain stays verifiable)"),
     Setting("RETENTION_DAYS", 90, _parse_int,
-            "finished executions older than this, with their logs and notifications, are deleted by "
-            "`jobplane purge` (spec: 90 days)"),
+            "finished executions older than this, with their logs and notifications, are deleted hourly by "
+            "the scheduler leader and by `jobplane purge` (spec: 90 days)"),
+    Setting("RETENTION_BATCH_SIZE", 1000, _parse_int,
+            "executions the leader's purge deletes per transaction: small, so no batch holds its locks long"),
     Setting("IDEMPOTENCY_TTL_HOURS", 24, _parse_int,
             "an Idempotency-Key is remembered this long after its request (then pruned by the scheduler "
             "leader)"),
@@ -298,8 +300,11 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
     _check_oidc(values)
     if not values["PYTHON"]:
         values["PYTHON"] = _default_python()
+    if values["RETENTION_BATCH_SIZE"] > 100_000:
+        raise ConfigError(f"JOBPLANE_RETENTION_BATCH_SIZE must be at most 100000, got {values['RETENTION_BATCH_SIZE']}")
     for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS", "WEB_CONNECTIONS",
-                "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "RETENTION_DAYS", "IDEMPOTENCY_TTL_HOURS",
+                "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "RETENTION_DAYS", "RETENTION_BATCH_SIZE",
+                "IDEMPOTENCY_TTL_HOURS",
                 "NOTIFY_ATTEMPTS", "NOTIFY_BREAKER_FAILURES", "NOTIFY_THREADS"):
         if values[key] < 1:
             raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")

@@ -18,7 +18,8 @@ from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.leader import LeaderLock
 from app.scheduler.listener import JobChangeListener
-from app.services import audit_trail, idempotency, notifications, sweeper
+from app.models.base import utcnow
+from app.services import audit_trail, idempotency, notifications, retention, sweeper
 from app.services.actors import SYSTEM
 from app.services.scheduler_signal import add_listener
 
@@ -164,24 +165,41 @@ class SchedulerService:
             logger.exception("sweep failed; will try again")
 
     def maintain(self) -> None:
-        """Hourly upkeep: prune audit rows past their retention (in short committed batches) and
-        idempotency keys past JOBPLANE_IDEMPOTENCY_TTL_HOURS."""
-        try:
-            with self.app.app_context():
-                removed = audit_trail.prune(actor=SYSTEM, retention_days=self.config["AUDIT_RETENTION_DAYS"])
-                db.session.commit()
-            if removed:
-                logger.info("maintenance: pruned %d audit row(s) past retention", removed)
-        except Exception:
-            logger.exception("maintenance failed; will try again")
-        try:  # on its own, so a failing audit prune does not keep expired keys forever
-            with self.app.app_context():
-                forgotten = idempotency.prune_expired()
-                db.session.commit()
-            if forgotten:
-                logger.info("maintenance: removed %d expired idempotency key(s)", forgotten)
-        except Exception:
-            logger.exception("pruning idempotency keys failed; will try again")
+        """Hourly upkeep, each task on its own so that one failing does not stop the others: audit
+        rows past JOBPLANE_AUDIT_RETENTION_DAYS, idempotency keys past their TTL, and finished
+        executions (with their logs and notifications) past JOBPLANE_RETENTION_DAYS, each in short
+        committed batches."""
+        for name, task in (("pruning the audit log", self._prune_audit_log),
+                           ("pruning idempotency keys", self._prune_idempotency_keys),
+                           ("purging old executions", self._purge_executions)):
+            try:
+                task()
+            except Exception:
+                logger.exception("maintenance: %s failed; will try again", name)
+
+    def _prune_audit_log(self) -> None:
+        with self.app.app_context():
+            removed = audit_trail.prune(actor=SYSTEM, retention_days=self.config["AUDIT_RETENTION_DAYS"])
+            db.session.commit()
+        if removed:
+            logger.info("maintenance: pruned %d audit row(s) past retention", removed)
+
+    def _prune_idempotency_keys(self) -> None:
+        with self.app.app_context():
+            forgotten = idempotency.prune_expired()
+            db.session.commit()
+        if forgotten:
+            logger.info("maintenance: removed %d expired idempotency key(s)", forgotten)
+
+    def _purge_executions(self) -> None:
+        cutoff = utcnow() - timedelta(days=self.config["RETENTION_DAYS"])
+        with self.app.app_context():
+            removed = retention.purge_executions(older_than=cutoff,
+                                                 batch_size=self.config["RETENTION_BATCH_SIZE"])
+        if removed["executions"]:
+            logger.info("maintenance: purged %d execution(s), %d log chunk(s) and %d notification(s) older "
+                        "than %d days", removed["executions"], removed["log_chunks"], removed["notifications"],
+                        self.config["RETENTION_DAYS"])
 
     def _shutdown(self) -> None:
         self.is_leader.clear()
