@@ -18,7 +18,6 @@ from app.services.actors import SYSTEM, Actor
 from app.services.jobs import create_job
 from tests.test_cli_admin import LOGIN, jobplane  # noqa: F401  (fixture: the CLI in this process)
 
-NOW = datetime.now(timezone.utc)
 DAY = timedelta(days=1)
 
 
@@ -35,7 +34,7 @@ def execution(job_id, *, status: str, age: timedelta, chunks: int = 2, notified:
               first_attempt_id=None, attempt: int = 1, scheduled_for: datetime | None = None) -> uuid.UUID:
     """An execution that finished ``age`` ago (or, queued/running, was created then), with its log
     chunks and, if ``notified``, a notification record. Call inside an app context."""
-    when = NOW - age
+    when = datetime.now(timezone.utc) - age  # at the call: a suite can import this file minutes earlier
     final = status not in ("queued", "running")
     ran = status not in ("queued", "skipped", "missed")
     row = Execution(job_id=job_id, status=status, scheduled_for=scheduled_for or when - timedelta(seconds=5),
@@ -159,7 +158,7 @@ def test_a_first_attempt_stays_while_its_retry_is_running_or_young(app, job_id, 
         chains = {}
         for name, retry_status, retry_age in (("old", "failed", 95 * DAY), ("running", "running", 95 * DAY),
                                               ("young", "success", 2 * DAY)):
-            fire = NOW - 100 * DAY - timedelta(hours=len(chains))
+            fire = datetime.now(timezone.utc) - 100 * DAY - timedelta(hours=len(chains))
             first = execution(job_id, status="failed", age=99 * DAY, scheduled_for=fire)
             retry = execution(job_id, status=retry_status, age=retry_age, scheduled_for=fire, attempt=2,
                               first_attempt_id=first)

@@ -54,7 +54,8 @@ def init(config: Mapping[str, Any], *, process_kind: str) -> bool:
                       # ERROR log line with its exception is an event (Dedupe drops the repeats)
                       LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
         before_send=_scrub_event, before_breadcrumb=_scrub_breadcrumb, traces_sample_rate=0.0)
-    sentry_sdk.set_tag("process", process_kind)
+    # on the global scope: a gevent greenlet or a new thread starts from a fresh isolation scope
+    sentry_sdk.get_global_scope().set_tag("process", process_kind)
     logger.info("sending unhandled errors to Sentry")
     return True
 

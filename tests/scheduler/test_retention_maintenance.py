@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app import create_app
 from app.config import ConfigError, load_settings
 from app.extensions import db
 from app.models import AuditLog
@@ -15,14 +14,8 @@ from app.scheduler.service import SchedulerService
 from tests.test_cli_purge import DAY, execution, job_id, remaining  # noqa: F401  (job_id: a fixture)
 
 
-@pytest.fixture
-def app(settings):
-    application = create_app({**settings, "RETENTION_DAYS": 30, "RETENTION_BATCH_SIZE": 2})
-    yield application
-    application.extensions["jobplane_db"].engine.dispose()
-
-
 def test_the_leader_purges_finished_runs_past_retention_and_nothing_else(app, job_id):  # noqa: F811
+    app.config.update(RETENTION_DAYS=30, RETENTION_BATCH_SIZE=2)
     # Given five finished runs 31–35 days old, one 29 days old, and a queued and a running run 40 days old
     with app.app_context():
         old = {execution(job_id, status=status, age=days * DAY, notified=True)
