@@ -281,7 +281,20 @@ def sort_order(sort: str, columns: dict[str, Any], tie_breaker: Any, errors: dic
                           "with a leading - for descending")
         return []
     direction = "desc" if descending else "asc"
-    return [getattr(columns[field], direction)().nulls_last(), getattr(tie_breaker, direction)()]
+    column = columns[field]
+    ordered = getattr(column, direction)()
+    # NULLS LAST only where a NULL can be: on a NOT NULL column it would stop PostgreSQL from
+    # reading the index in order (the default job list sorted every job: 22.7 ms, 0.3 ms without)
+    if _nullable(column):
+        ordered = ordered.nulls_last()
+    return [ordered, getattr(tie_breaker, direction)()]
+
+
+def _nullable(column: Any) -> bool:
+    """Whether a sort column can hold NULL: a mapped column says so; an expression (``lower(name)``)
+    is taken as nullable."""
+    table_column = getattr(column, "expression", None)
+    return getattr(table_column, "nullable", True)
 
 
 def owner_id_for(owner: str) -> UUID:
