@@ -274,6 +274,7 @@ def measure(args) -> dict:
     common.bootstrap_admin(app)
     app.extensions["jobplane_db"].engine.dispose()
     web_workers, web_threads = app.config["WEB_WORKERS"], app.config["WEB_THREADS"]
+    worker_class = app.config["WEB_WORKER_CLASS"]
     engine = create_engine(url)
     world = seed(engine, jobs=args.jobs, executions=args.executions, sampled=args.sampled)
     with engine.connect() as connection:
@@ -314,13 +315,16 @@ def measure(args) -> dict:
         common.forget_queue(redis_url, namespace)
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"routes": routes, "rows": counts, "seed_s": world["seed_s"], "busy_cores_before_start": quiet,
-            "web_workers": web_workers, "web_threads": web_threads}
+            "web_workers": web_workers, "web_threads": web_threads, "web_worker_class": worker_class}
 
 
 def print_report(result: dict) -> None:
     common.print_report_head(f"API latency: {result['clients']} concurrent clients, {result['rows']['jobs']} jobs, "
                              f"{result['rows']['executions']} executions", result, bubblewrap=False)
-    print(f"  gunicorn      {result['web_workers']} workers x {result['web_threads']} threads (jobplane web)")
+    per_worker = (f"{result['web_threads']} threads" if result.get("web_worker_class") == "gthread"
+                  else "greenlets")
+    print(f"  gunicorn      {result['web_workers']} {result.get('web_worker_class', 'gthread')} workers x "
+          f"{per_worker} (jobplane web)")
     print(f"  seeded        in {result['seed_s']} s (COPY)")
     common.print_load_and_code(result)
     print(f"  paced         {result['rate']} requests/s offered by {result['clients']} clients together; "

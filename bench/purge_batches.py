@@ -118,11 +118,7 @@ def main() -> int:
     parser.add_argument("--young", type=int, default=10_000, help="recent executions that stay")
     parser.add_argument("--running", type=int, default=100, help="old running executions that stay")
     parser.add_argument("--chunks", type=int, default=4, help="log chunks per execution")
-    parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--index-first-attempt", action="store_true",
-                        help="create an index on executions.first_attempt_id first (no migration has one yet): "
-                             "without it, each deleted execution makes PostgreSQL scan executions for retries "
-                             "to cascade to")
+    parser.add_argument("--batch-size", type=int, default=1000, help="as JOBPLANE_RETENTION_BATCH_SIZE (1000)")
     parser.add_argument("--baseline", type=float, default=3.0, help="seconds of log writes measured before the purge")
     add_wait_db_option(parser)
     add_json_option(parser)
@@ -153,9 +149,6 @@ def main() -> int:
             f"with {args.chunks} chunks each")
         running_id = populate(engine, job_id, old=args.old, young=args.young, running=args.running, chunks=args.chunks)
         with engine.begin() as connection:
-            if args.index_first_attempt:
-                connection.execute(text("CREATE INDEX ix_bench_executions_first_attempt_id "
-                                        "ON executions (first_attempt_id)"))
             connection.execute(text("ANALYZE"))  # fresh statistics, as autovacuum would have after such a load
         before = counts(engine)
         probe = LogWriterProbe(engine, running_id)
@@ -192,7 +185,7 @@ def main() -> int:
     result = {
         **result_head("purge_batches", "per-batch transaction time of the retention purge; log-write latency"),
         "old": args.old, "young": args.young, "running": args.running, "chunks_per_execution": args.chunks,
-        "batch_size": args.batch_size, "index_first_attempt": args.index_first_attempt, "before": before, "after": after, "removed": removed,
+        "batch_size": args.batch_size, "before": before, "after": after, "removed": removed,
         "batches": summary(batches[:-1] or batches), "empty_last_batch_ms": round(batches[-1], 2),
         "purge_seconds": round(purge_end - purge_start, 2),
         "executions_per_second": round(removed["executions"] / max(purge_end - purge_start, 1e-9)),
@@ -209,8 +202,7 @@ def report(result: dict) -> None:
     print_report_head("Retention purge in batches", result, bubblewrap=False)
     print_code(result)
     print(f"  data          {result['old']} old finished executions to purge, {result['young']} young and "
-          f"{result['running']} old running ones to keep; {result['chunks_per_execution']} log chunks each; "
-          f"index on first_attempt_id: {'yes' if result['index_first_attempt'] else 'no'}")
+          f"{result['running']} old running ones to keep; {result['chunks_per_execution']} log chunks each")
     print(f"  removed       {result['removed']}")
     print(f"  batch {result['batch_size']:<7} {fmt_summary(result['batches'])}  "
           f"(+ the final empty batch: {result['empty_last_batch_ms']} ms)")
