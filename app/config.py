@@ -180,7 +180,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETENTION_DAYS", 90, _parse_int,
             "finished executions older than this, with their logs and notifications, are deleted hourly by "
             "the scheduler leader and by `jobplane purge` (spec: 90 days)"),
-    Setting("RETENTION_BATCH_SIZE", 1000, _parse_int,
+    Setting("RETENTION_BATCH_SIZE", 500, _parse_int,
             "executions the leader's purge deletes per transaction: small, so no batch holds its locks long"),
     Setting("IDEMPOTENCY_TTL_HOURS", 24, _parse_int,
             "an Idempotency-Key is remembered this long after its request (then pruned by the scheduler "

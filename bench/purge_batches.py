@@ -118,7 +118,7 @@ def main() -> int:
     parser.add_argument("--young", type=int, default=10_000, help="recent executions that stay")
     parser.add_argument("--running", type=int, default=100, help="old running executions that stay")
     parser.add_argument("--chunks", type=int, default=4, help="log chunks per execution")
-    parser.add_argument("--batch-size", type=int, default=1000, help="as JOBPLANE_RETENTION_BATCH_SIZE (1000)")
+    parser.add_argument("--batch-size", type=int, default=500, help="as JOBPLANE_RETENTION_BATCH_SIZE (500)")
     parser.add_argument("--baseline", type=float, default=3.0, help="seconds of log writes measured before the purge")
     add_wait_db_option(parser)
     add_json_option(parser)
