@@ -17,7 +17,8 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from app.errors import Conflict, InvalidInput
 from app.models.user import ROLES
 from app.services import access, audit_trail, teams, users
-from app.ui.views import current_actor, signed_in
+from app.api.pagination import MAX_PAGE
+from app.ui.views import current_actor, page_number, signed_in
 from app.ui.web_auth import web_actor
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -37,9 +38,6 @@ def _admins_only():
         access.require_admin(actor, "use the admin pages")
 
 
-def _page_number() -> int:
-    return max(request.args.get("page", 1, type=int) or 1, 1)
-
 
 def _pages(total: int, size: int) -> int:
     return max((total + size - 1) // size, 1)
@@ -57,7 +55,7 @@ def _render_users(*, form: dict | None = None, errors: dict | None = None, row_e
                   status: int = 200):
     actor = current_actor()
     # a refused change on page 2 is shown on page 2: its form says which page it came from
-    page = max(request.form.get("page", 0, type=int), 0) or _page_number()
+    page = min(max(request.form.get("page", 0, type=int), 0), MAX_PAGE) or page_number()
     rows, total = users.list_users(actor=actor, limit=USERS_PAGE_SIZE, offset=(page - 1) * USERS_PAGE_SIZE)
     team_list = teams.list_teams(actor=actor)
     return render_template("admin/users.html", rows=rows, total=total, page=page,
@@ -176,7 +174,7 @@ def audit_log():
     actor = current_actor()
     args = {name: request.args.get(name, "").strip() for name, _ in AUDIT_FILTERS}
     filters, errors = _audit_filters(args)
-    page = _page_number()
+    page = page_number()
     rows, total = ([], 0) if errors else audit_trail.list_entries(
         actor=actor, filters=filters, limit=AUDIT_PAGE_SIZE, offset=(page - 1) * AUDIT_PAGE_SIZE)
     # walking the whole chain reads every row: only when asked

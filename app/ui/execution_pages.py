@@ -75,7 +75,7 @@ def log_events(execution_id: UUID):
     if actor is None:
         return jsonify(message="sign in first: the log is for signed-in users"), 401
     raw = request.args.get("after_seq")
-    if raw is not None and not raw.isdigit():
+    if raw is not None and not (raw.isdigit() and int(raw) < 2**31):  # seq is a 32-bit integer column
         raise InvalidInput({"after_seq": "must be a whole number 0 or more: the seq of the last piece you have "
                                          "(leave it out to start from the first piece)"})
     after_seq = NOTHING_YET if raw is None else int(raw)

@@ -10,7 +10,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from app.errors import Conflict, Forbidden, InvalidInput
 from app.models.execution import EXECUTION_STATUSES
 from app.services import access, executions, job_metrics, job_overview, jobs, notifications, schedules, secrets
-from app.ui.views import current_actor, explain, signed_in
+from app.ui.views import current_actor, explain, page_number, signed_in
 
 bp = Blueprint("job_pages", __name__, url_prefix="/jobs")
 
@@ -23,9 +23,6 @@ SORTS = {"name": "Name", "-created_at": "Newest", "created_at": "Oldest", "-upda
          "status": "Status", "job_type": "Type"}
 
 
-def _page_number() -> int:
-    return max(request.args.get("page", 1, type=int) or 1, 1)
-
 
 @bp.get("")
 @signed_in
@@ -34,7 +31,7 @@ def list_jobs():
                "status": request.args.get("status") or None,
                "job_type": request.args.get("job_type") or None,
                "sort": request.args.get("sort") or "-created_at"}
-    page = _page_number()
+    page = page_number()
     try:
         rows, total = jobs.list_jobs(actor=current_actor(), limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **filters)
     except InvalidInput as error:  # a hand-edited URL: show the list unfiltered, say why
@@ -64,7 +61,7 @@ def _can_create() -> bool:
 def show_job(job_id: UUID):
     actor = current_actor()
     job = jobs.get_job(actor=actor, job_id=job_id)
-    page = _page_number()
+    page = page_number()
     status = request.args.getlist("status")
     history, total = executions.list_job_executions(actor=actor, job_id=job_id, limit=HISTORY_PAGE_SIZE,
                                                     offset=(page - 1) * HISTORY_PAGE_SIZE, statuses=status or None)

@@ -13,6 +13,7 @@ from typing import Callable
 from flask import Flask, current_app, g, redirect, request, url_for
 from markupsafe import Markup, escape
 
+from app.api.pagination import MAX_PAGE
 from app.errors import InvalidInput
 from app.services.actors import Actor
 from app.ui.web_auth import web_actor
@@ -43,6 +44,12 @@ def signed_in(view: Callable) -> Callable:
         return view(*args, **kwargs)
 
     return guarded
+
+
+def page_number() -> int:
+    """The ``page`` a list was asked for: 1 when missing or not a number, at most the API's
+    MAX_PAGE (a larger page would overflow PostgreSQL's OFFSET into a 500)."""
+    return min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
 
 
 def current_actor() -> Actor:

@@ -289,3 +289,16 @@ def test_the_job_page_shows_its_figures_and_charts(app, as_admin):
     assert "67%" in stats and ">3<" in stats and ">20 s<" in stats
     assert page.count('<rect class="ok"') == 30 and 'id="chart-duration"' in page
     assert "2 succeeded, 1 failed, 0 other" in page
+
+
+def test_a_page_number_past_any_list_shows_an_empty_page_not_an_error(app, as_admin):
+    as_admin.post("/jobs/new", FORM)
+    with app.app_context():
+        job_id = db.session.scalar(select(Job.id))
+    huge = str(2**70)  # would overflow PostgreSQL's OFFSET
+    for path in ("/jobs", f"/jobs/{job_id}", "/admin/audit", "/admin/users"):
+        response = as_admin.get(path, query_string={"page": huge})
+        assert response.status_code == 200, path
+    bad_seq = as_admin.get(f"/executions/00000000-0000-0000-0000-000000000000/log/events",
+                           query_string={"after_seq": huge})
+    assert bad_seq.status_code == 422
