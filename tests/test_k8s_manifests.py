@@ -139,16 +139,19 @@ def test_the_example_secrets_and_the_documented_resources_validate(version):
 
 
 def test_validation_is_strict_about_field_names():
-    # Given a Deployment and a ScaledObject with one misspelt field each
+    # Given a Deployment, a ScaledObject and a Redis trigger with one misspelt field each
     deployment = copy.deepcopy(one("Deployment", "jobplane-web"))
     deployment["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
     scaled = copy.deepcopy(one("ScaledObject", "jobplane-worker"))
     scaled["spec"]["maxReplicas"] = 3
+    misnamed = copy.deepcopy(one("ScaledObject", "jobplane-worker"))
+    misnamed["spec"]["triggers"][0]["metadata"]["listname"] = misnamed["spec"]["triggers"][0]["metadata"].pop("listName")
     # Then validation fails for each
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(deployment, "1.29.0")
-    with pytest.raises(jsonschema.ValidationError):
-        validate(scaled, "1.29.0")
+    for document in (scaled, misnamed):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(document, "1.29.0")
 
 
 def test_every_file_under_k8s_is_in_a_kustomization_and_every_named_file_exists():
