@@ -191,13 +191,15 @@ def test_web_scheduler_worker_and_the_migration_run_the_jobplane_image_with_thei
         assert name == IMAGE and (digest or (tag and tag != "latest")), container["image"]
 
 
-def test_replicas_web_two_or_more_scheduler_exactly_two_and_never_autoscaled():
-    assert one("Deployment", "jobplane-web")["spec"]["replicas"] >= 2
+def test_replicas_web_two_or_more_by_its_autoscaler_scheduler_exactly_two_and_never_autoscaled():
     assert one("HorizontalPodAutoscaler", "jobplane-web")["spec"]["minReplicas"] >= 2
+    assert one("ScaledObject", "jobplane-worker")["spec"]["minReplicaCount"] >= 1
     assert one("Deployment", "jobplane-scheduler")["spec"]["replicas"] == 2
     scaled = {obj["spec"]["scaleTargetRef"]["name"] for obj in objects("HorizontalPodAutoscaler")
               + objects("ScaledObject")}
     assert scaled == {"jobplane-web", "jobplane-worker"}
+    for name in scaled:  # the autoscaler owns the count: a `replicas` would reset it at every apply
+        assert "replicas" not in one("Deployment", name)["spec"]
 
 
 def test_probes_use_health_for_liveness_and_ready_for_readiness_on_each_process_port():
