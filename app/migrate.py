@@ -33,6 +33,12 @@ def heads(database_url: str) -> tuple[str, ...]:
     return tuple(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
 
 
+def known_revisions(database_url: str) -> frozenset[str]:
+    """Every revision the code's scripts define (a schema at any other revision is newer)."""
+    return frozenset(script.revision for script in
+                     ScriptDirectory.from_config(alembic_config(database_url)).walk_revisions())
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

@@ -1,6 +1,11 @@
 """Liveness and readiness: ``/health`` (the process answers) and ``/ready`` (it can do its work:
 the database and Redis answer within ``JOBPLANE_READY_TIMEOUT_SECONDS`` and the schema is at
-the migrations' head).
+the migrations' head, or ahead of it).
+
+A schema *ahead* of the code (at a revision its scripts do not know) is ready: during a rolling
+upgrade the migration runs first, and the previous release must keep serving until its pods are
+replaced. That holds because migrations are written expand-then-contract (docs/kubernetes.md): a
+migration never breaks the release before it. A schema *behind* the code is not ready.
 
 The checks use connections of their own, with short timeouts, so that a probe never waits
 behind a busy pool nor hangs on a dead server for the length of a TCP timeout.
@@ -17,7 +22,7 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from app.migrate import heads
+from app.migrate import heads, known_revisions
 
 #: ``scheme://user:password@`` in a URL: the password is never shown in a probe's answer.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
@@ -40,10 +45,7 @@ def readiness(extensions: dict, config: Mapping[str, Any]) -> tuple[bool, dict[s
             connection.execute(text("SELECT 1"))
             checks["database"] = "ok"
             revision = current_revision_of(connection)
-        wanted = _heads(config["DATABASE_URL"])
-        checks["migrations"] = "ok" if revision in wanted else (
-            f"the schema is at {revision or 'no revision'}, the code needs {', '.join(wanted)}: "
-            "run `jobplane db upgrade`")
+        checks["migrations"] = migrations_check(revision, config["DATABASE_URL"])
     except Exception as exc:
         checks["database"] = f"down: {describe(exc)}"
         checks["migrations"] = "unknown (database down)"
@@ -54,6 +56,15 @@ def readiness(extensions: dict, config: Mapping[str, Any]) -> tuple[bool, dict[s
         except Exception as exc:
             checks["redis"] = f"down: {describe(exc)}"
     return all(value == "ok" for value in checks.values()), checks
+
+
+def migrations_check(revision: str | None, database_url: str) -> str:
+    """"ok" when the schema is at the code's head or ahead of it, else what to run."""
+    wanted = _heads(database_url)
+    if revision in wanted or (revision is not None and revision not in _known(database_url)):
+        return "ok"
+    return (f"the schema is at {revision or 'no revision'}, the code needs {', '.join(wanted)}: "
+            "run `jobplane db upgrade`")
 
 
 def current_revision_of(connection) -> str | None:
@@ -71,6 +82,11 @@ def describe(exc: BaseException) -> str:
 @functools.cache
 def _heads(database_url: str) -> tuple[str, ...]:
     return heads(database_url)  # the scripts do not change while the process runs
+
+
+@functools.cache
+def _known(database_url: str) -> frozenset[str]:
+    return known_revisions(database_url)
 
 
 def probe_engine(extensions: dict, config: Mapping[str, Any]) -> Engine:

@@ -13,8 +13,10 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 from sqlalchemy import create_engine, text
+from alembic.script import ScriptDirectory
 
 from app import create_app
+from app.migrate import alembic_config
 from tests.helpers import wait_for
 from tests.observability.peers import OwnRedis, TcpProxy, free_port
 
@@ -72,17 +74,25 @@ def test_ready_follows_the_database_and_redis(app, via_proxy, proxy, own_redis):
     assert _ready(web)[0] == 200
 
 
-def test_ready_wants_the_schema_at_head(app, settings):
+def test_ready_wants_the_schema_at_head_or_ahead(app, settings):
     # Given a database whose schema is one migration behind what the code needs
     engine = create_engine(settings["DATABASE_URL"])
     with engine.begin() as connection:
         head = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-        connection.execute(text("UPDATE alembic_version SET version_num = 'behind'"))
+        behind = ScriptDirectory.from_config(alembic_config(settings["DATABASE_URL"])).get_revision(head).down_revision
+        connection.execute(text("UPDATE alembic_version SET version_num = :behind"), {"behind": behind})
     try:
         # When /ready is asked / Then it is unready and says what to run
         status, body = _ready(app.test_client())
         assert status == 503
         assert "jobplane db upgrade" in body["checks"]["migrations"] and body["checks"]["database"] == "ok"
+
+        # Given the schema migrated past the code (a newer release's revision, unknown here: the
+        # moment of a rolling upgrade when the old pods still serve) / Then it is ready
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'from_a_newer_release'"))
+        status, body = _ready(app.test_client())
+        assert status == 200 and body["checks"]["migrations"] == "ok"
     finally:
         with engine.begin() as connection:
             connection.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
