@@ -29,6 +29,11 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+def downgrade(database_url: str, revision: str) -> None:
+    """Take the database's schema back to ``revision`` (a rollback across a migration)."""
+    command.downgrade(alembic_config(database_url), revision)
+
+
 def heads(database_url: str) -> tuple[str, ...]:
     return tuple(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
 
