@@ -465,11 +465,11 @@ class ScriptKubelet:
             command = [part.replace("/jobplane/", workdir + "/") for part in container["command"]]
             env["HOME"] = workdir
             self.cluster.start_container(name)
-            process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT)
-            for line in iter(process.stdout.readline, b""):
-                self.cluster.write_log(name, line.decode())
-            code = process.wait()
+            with subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT) as process:
+                for line in iter(process.stdout.readline, b""):
+                    self.cluster.write_log(name, line.decode())
+                code = process.wait()
         if ("pods", "jobplane-jobs", name) in self.cluster.objects:
             self.cluster.terminate(name, code)
 
