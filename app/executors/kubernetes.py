@@ -86,6 +86,7 @@ class KubernetesExecutor:
             return _failed(f"could not create the Kubernetes Job {name}: {_api_error(exc)}", started=None)
         if existed:
             output("system", f"[jobplane] Kubernetes Job {name} already exists: following it\n")
+        tick()  # a heartbeat between API calls: a slow API server must not make the run look dead
         try:
             self._create_owned(spec, job.metadata.uid)
         except ApiException as exc:
@@ -170,6 +171,7 @@ class _Follower:
                     continue
                 verdict = self._verdict()
                 if verdict is not None:
+                    self.tick()  # the log's last lines are still coming: keep flushing them
                     ended_at = ended_at or now
                     if self.log_done or self.log_thread is None or now - ended_at >= _DRAIN_SECONDS:
                         return self._result(verdict)
