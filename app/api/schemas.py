@@ -171,6 +171,9 @@ class ExecutionSchema(Schema):
     peak_memory_kb = fields.Integer(allow_none=True)
     cpu_seconds = fields.Float(allow_none=True)
     sandboxed = fields.Boolean(allow_none=True)
+    executor = fields.String(allow_none=True, metadata={"description": "local or kubernetes; null until claimed"})
+    reattach_count = fields.Integer(metadata={
+        "description": "kubernetes: times the run was taken over by another worker after its worker died"})
     first_attempt_id = fields.UUID(allow_none=True)
     due_at = fields.DateTime(allow_none=True)
     error_message = fields.String(allow_none=True)

@@ -401,6 +401,8 @@ def _api_error(exc: ApiException) -> str:
 def _api_client(kubeconfig: str | None) -> client.ApiClient:
     """One API client per process (and kubeconfig): its connection pool is shared by the threads."""
     configuration = client.Configuration()
+    # each run holds up to three connections (watch, log follow, calls); a worker runs many at once
+    configuration.connection_pool_maxsize = 64
     if kubeconfig:
         kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     else:

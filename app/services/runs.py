@@ -107,8 +107,12 @@ def _run(claim: Claim, executor_for: Callable[[str], Executor], writer: "LogWrit
          secret_values: dict[str, str]) -> RunResult:
     job = claim.job
     metadata = _metadata(claim)
+    timeout = job.effective_timeout_seconds
+    if claim.resume_log_after is not None and claim.started_at is not None:
+        # a run taken over: its timeout counts from its first start, not from this worker's
+        timeout = max(1.0, timeout - (utcnow() - claim.started_at).total_seconds())
     spec = RunSpec(
-        execution_id=str(claim.execution_id), job_type=job.job_type, timeout_seconds=job.effective_timeout_seconds,
+        execution_id=str(claim.execution_id), job_type=job.job_type, timeout_seconds=timeout,
         script=job.script, script_url=job.script_url, script_ref=job.script_ref, script_path=job.script_path,
         env={**(job.env or {}), **metadata},
         secret_env={name: value for name, value in secret_values.items() if name not in metadata},
