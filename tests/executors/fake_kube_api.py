@@ -64,7 +64,8 @@ class FakeKubernetes:
         self.on_pod_created: Callable[[dict[str, Any]], None] | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-kubernetes", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="fake-kubernetes", daemon=True)
 
     # -- life ----------------------------------------------------------------------------------
     @property
