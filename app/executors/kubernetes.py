@@ -182,6 +182,10 @@ class _Follower:
                     self.executor.delete_job(self.name)
                     return _failed(problem, started=self.started)
                 if self.pod_gone and self.pod is not None:
+                    # the Job controller deletes the pod at activeDeadlineSeconds: its condition says so
+                    failure = self._job_failure()
+                    if failure is not None and failure.status == "timed_out":
+                        return self._result(failure)
                     return _failed("the pod was deleted before its container finished (someone deleted it, or "
                                    "its node went away)", started=self.started)
                 if now >= deadline:

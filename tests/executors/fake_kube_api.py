@@ -166,6 +166,21 @@ class FakeKubernetes:
                          ready=False, reason="Evicted",
                          message="The node was low on resource: memory. Threshold quantity: 100Mi, available: 20Mi.")
 
+    def exceed_deadline(self, job_name: str) -> None:
+        """The Job controller at ``activeDeadlineSeconds``: the Job fails, its pods are deleted."""
+        with self.cond:
+            job = self.objects[("jobs", "jobplane-jobs", job_name)]
+            job["status"] = {"startTime": job["status"].get("startTime", _now()), "failed": 1, "active": 0,
+                             "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                             "message": "Job was active longer than specified deadline",
+                                             "lastProbeTime": _now(), "lastTransitionTime": _now()}]}
+            job["metadata"]["resourceVersion"] = self._next_version()
+            for key, obj in list(self.objects.items()):
+                if key[0] == "pods" and obj["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]:
+                    del self.objects[key]
+                    self.log_closed.add(key[2])
+                    self._changed("DELETED", obj)
+
     # -- the server's state -------------------------------------------------------------------
     def _next_version(self) -> str:
         self.version += 1

@@ -11,57 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from app.executors.base import ResourceLimits, RunSpec
-from app.executors.k8s_manifests import ClusterSettings
-from app.executors.kubernetes import API_CALLS, KubernetesExecutor, _api_client
-from tests.executors.fake_kube_api import FakeKubernetes, run_in_thread
+from app.executors.kubernetes import API_CALLS
+from tests.executors.fake_kube_api import FakeKubernetes
+from tests.executors.kube_runs import SECRET, Run, executor_for, following, spec
 
 pytestmark = pytest.mark.timeout(60)
-
-SECRET = "hunter2-very-secret"
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    fake = FakeKubernetes(allowed=API_CALLS).start()
-    fake.kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
-    yield fake
-    fake.close()
-
-
-def executor_for(cluster, **overrides) -> KubernetesExecutor:
-    options = {"kill_grace_seconds": 0.5, "pending_timeout_seconds": 30, "watch_seconds": 1,
-               "job_check_seconds": 0.5, **overrides}
-    return KubernetesExecutor(api_client=_api_client(str(cluster.kubeconfig)), cluster=ClusterSettings(),
-                              **options)
-
-
-def spec(execution_id: str, **fields) -> RunSpec:
-    values = {"job_type": "bash", "script": "echo hello", "timeout_seconds": 30, "job_id": "job-1",
-              "env": {"GREETING": "hi"}, "secret_env": {"API_TOKEN": SECRET},
-              "limits": ResourceLimits(cpus=2, memory_mb=512), **fields}
-    return RunSpec(execution_id=execution_id, **values)
-
-
-class Run:
-    """An executor run in a thread, with what it printed and whether it should stop."""
-
-    def __init__(self, executor: KubernetesExecutor, run_spec: RunSpec):
-        self.output: list[tuple[str, str]] = []
-        self.keep_going = True
-        self.thread, self.box = run_in_thread(lambda: executor.run(
-            run_spec, output=lambda stream, text: self.output.append((stream, text)), tick=lambda: self.keep_going))
-
-    def result(self, timeout: float = 20):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"the run did not end; output: {self.output}"
-        if "error" in self.box:
-            raise self.box["error"]
-        return self.box["result"]
-
-    def text(self, stream: str | None = None) -> str:
-        return "".join(text for s, text in self.output if stream is None or s == stream)
-
 
 def test_a_successful_run_streams_its_log_and_keeps_secrets_out_of_the_manifest(cluster):
     run = Run(executor_for(cluster), spec("e-success"))
@@ -161,6 +115,27 @@ def test_a_timeout_deletes_the_job_in_the_foreground(cluster):
     assert cluster.deletions == [("jobplane-run-e-timeout", "Foreground")]
     assert cluster.names("jobs") == cluster.names("pods") == cluster.names("configmaps") == []
     assert "working" in run.text() and "timeout reached: deleting Kubernetes Job" in run.text("system")
+
+
+def test_a_job_stopped_by_kubernetes_at_its_deadline_is_timed_out(cluster):
+    run = Run(executor_for(cluster, job_check_seconds=30), spec("e-deadline"))
+    pod = cluster.wait_for_pod("e-deadline")
+    cluster.start_container(pod)
+    following(cluster)
+    cluster.exceed_deadline("jobplane-run-e-deadline")
+    result = run.result()
+    assert (result.status, result.error_message) == (
+        "timed_out", "Kubernetes stopped the Job at its activeDeadlineSeconds")
+
+
+def test_a_pod_deleted_under_the_run_fails_it(cluster):
+    run = Run(executor_for(cluster, job_check_seconds=30), spec("e-gone"))
+    pod = cluster.wait_for_pod("e-gone")
+    cluster.start_container(pod)
+    following(cluster)
+    cluster.delete_job("jobplane-jobs", "jobplane-run-e-gone", "Background")  # kubectl delete job
+    result = run.result()
+    assert result.status == "failed" and "the pod was deleted before its container finished" in result.error_message
 
 
 def test_a_cancel_deletes_the_job(cluster):

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from app.executors.kubernetes import API_CALLS
-from tests.executors.test_kubernetes import Run, cluster, executor_for, spec  # noqa: F401  (fixture)
+from tests.executors.kube_runs import Run, executor_for, spec
 
 RBAC = Path(__file__).resolve().parents[2] / "k8s" / "base" / "executor-rbac.yaml"
 
@@ -41,7 +41,7 @@ def test_the_binding_gives_the_role_to_the_workers_service_account():
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "jobplane-executor", "namespace": "jobplane"}]
 
 
-def test_every_declared_call_is_one_the_executor_makes(cluster):  # noqa: F811
+def test_every_declared_call_is_one_the_executor_makes(cluster):
     """A repeated create (get Job), the Job check, a timeout (delete): every grant is used, so none
     is there for nothing; and the fake refused nothing, so no call is missing from the Role."""
     executor = executor_for(cluster, job_check_seconds=0.2)
