@@ -11,9 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from app.executors import k8s_manifests
 from app.executors.kubernetes import API_CALLS
 from tests.executors.fake_kube_api import FakeKubernetes
 from tests.executors.kube_runs import SECRET, Run, executor_for, following, spec
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -198,6 +200,24 @@ def test_a_secret_that_cannot_be_created_leaves_nothing_behind(tmp_path):
         assert fake.names("jobs") == fake.names("configmaps") == fake.names("secrets") == fake.names("pods") == []
     finally:
         fake.close()
+
+
+def test_a_job_left_without_its_secret_by_a_dead_worker_gets_it_from_the_next(cluster):
+    """A worker died between creating the Job and its Secret: the pod waits (the kubelet needs its
+    envFrom source); the worker taking the run over creates what is missing, owned by that Job."""
+    run_spec = spec("e-half")
+    manifest = k8s_manifests.job_manifest(run_spec, k8s_manifests.ClusterSettings())
+    status, job = cluster.create("jobs", "jobplane-jobs", manifest)
+    assert status == 201 and cluster.names("secrets") == []
+    run = Run(executor_for(cluster), run_spec)
+    wait_for(lambda: cluster.names("secrets") == ["jobplane-run-e-half-env"], timeout=10, message="the secret")
+    pod = cluster.wait_for_pod("e-half")
+    cluster.start_container(pod)
+    cluster.terminate(pod, 0)
+    assert run.result().status == "success"
+    assert cluster.get("secrets", "jobplane-run-e-half-env")["metadata"]["ownerReferences"][0]["uid"] == \
+        job["metadata"]["uid"]
+    assert cluster.names("jobs") == ["jobplane-run-e-half"]
 
 
 def test_a_git_script_is_cloned_by_an_init_container_and_a_path_outside_it_is_refused(cluster):
