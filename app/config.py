@@ -7,6 +7,7 @@ a message naming the variable.  Tests override settings through ``create_app({..
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -146,6 +147,39 @@ SETTINGS: tuple[Setting, ...] = (
             "allow script_url to be a path or file:// URL on the worker (off: it could read any repository there)"),
     Setting("KILL_GRACE_SECONDS", 10.0, _parse_float,
             "after a timeout, SIGTERM then this long before SIGKILL of the whole process group"),
+    Setting("EXECUTOR_DEFAULT", "local", _choice("local", "kubernetes"),
+            "executor of jobs that do not choose one: local (a sandboxed process on the worker) or kubernetes "
+            "(a Kubernetes Job per run; docs/execution.md)"),
+    Setting("K8S_KUBECONFIG", None, _parse_str,
+            "kubernetes executor: kubeconfig file of the cluster (unset = the in-cluster config of the "
+            "worker's pod and its service account)"),
+    Setting("K8S_NAMESPACE", "jobplane-jobs", _parse_str, "kubernetes executor: namespace the runs' Jobs are created in"),
+    Setting("K8S_SERVICE_ACCOUNT", None, _parse_str,
+            "kubernetes executor: service account of the runs' pods (unset = the namespace's default; its "
+            "token is never mounted)"),
+    Setting("K8S_IMAGE", "ghcr.io/jobplane/runner:latest", _parse_str,
+            "kubernetes executor: container image of runs whose job names none (must have python3 and bash)"),
+    Setting("K8S_GIT_IMAGE", "alpine/git:2.47.2", _parse_str,
+            "kubernetes executor: image of the init container that clones a job's Git script (needs git, sh)"),
+    Setting("K8S_IMAGE_PULL_SECRETS", None, _parse_str,
+            "kubernetes executor: comma-separated Secret names in the namespace used to pull images"),
+    Setting("K8S_NODE_SELECTOR", None, _parse_str,
+            'kubernetes executor: node selector of every run\'s pod, as JSON, e.g. {"pool": "jobs"}'),
+    Setting("K8S_TOLERATIONS", None, _parse_str,
+            'kubernetes executor: tolerations of every run\'s pod, as a JSON list, e.g. '
+            '[{"key": "jobs", "operator": "Exists", "effect": "NoSchedule"}]'),
+    Setting("K8S_TTL_SECONDS", 3600, _parse_int,
+            "kubernetes executor: a finished Job (and its pod, ConfigMap, Secret) is deleted by Kubernetes this "
+            "long after it ends (ttlSecondsAfterFinished)"),
+    Setting("K8S_PENDING_TIMEOUT_SECONDS", 300.0, _parse_float,
+            "kubernetes executor: a pod still unschedulable (or unable to start its container) this long "
+            "fails the run, and its Job is deleted"),
+    Setting("K8S_WATCH_SECONDS", 5.0, _parse_float,
+            "kubernetes executor: length of each pod watch request (the watch is renewed from its last "
+            "resourceVersion)"),
+    Setting("K8S_REATTACH_LIMIT", 3, _parse_int,
+            "kubernetes executor: a run whose worker died is handed to another worker (which follows its pod) "
+            "at most this many times; then it is declared lost"),
     Setting("LOG_CAP_BYTES", 50 * 1024 * 1024, _parse_int,
             "largest stored log per execution; the rest is replaced by a truncation marker"),
     Setting("LOG_FLUSH_SECONDS", 0.2, _parse_float, "how often buffered output is appended to the log"),
@@ -313,6 +347,7 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"JOBPLANE_{key} must be a TCP port (1-65535), or 0 for none; got {values[key]}")
     if values["READY_TIMEOUT_SECONDS"] <= 0:
         raise ConfigError(f"JOBPLANE_READY_TIMEOUT_SECONDS must be more than 0, got {values['READY_TIMEOUT_SECONDS']}")
+    _check_kubernetes(values)
     values["SQLALCHEMY_IS_SQLITE"] = values["DATABASE_URL"].startswith("sqlite")
     return values
 
@@ -343,6 +378,32 @@ def _check_oidc(values: dict[str, Any]) -> None:
     values["OIDC_ENABLED"] = len(given) == 3
     if not values.get("OIDC_API_AUDIENCE"):
         values["OIDC_API_AUDIENCE"] = values.get("OIDC_CLIENT_ID")
+
+
+def _check_kubernetes(values: dict[str, Any]) -> None:
+    """The executor's node selector and tolerations are JSON: parsed here, so a typo stops start-up."""
+    shapes = {"K8S_NODE_SELECTOR": (dict, "an object of label: value, e.g. {\"pool\": \"jobs\"}"),
+              "K8S_TOLERATIONS": (list, "a list of tolerations, e.g. [{\"key\": \"jobs\", \"operator\": \"Exists\"}]")}
+    for key, (kind, example) in shapes.items():
+        raw = values.get(key)
+        if raw is None or not isinstance(raw, str):
+            continue  # unset, or already parsed (a test override)
+        try:
+            parsed = json.loads(raw) if raw.strip() else kind()
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, kind):
+            raise ConfigError(f"JOBPLANE_{key} must be JSON: {example}; got {raw!r}")
+        values[key] = parsed
+    raw = values.get("K8S_IMAGE_PULL_SECRETS")
+    if isinstance(raw, str):
+        values["K8S_IMAGE_PULL_SECRETS"] = [name.strip() for name in raw.split(",") if name.strip()]
+    for key in ("K8S_TTL_SECONDS", "K8S_REATTACH_LIMIT"):
+        if values[key] < 0:
+            raise ConfigError(f"JOBPLANE_{key} must be 0 or more, got {values[key]}")
+    for key in ("K8S_PENDING_TIMEOUT_SECONDS", "K8S_WATCH_SECONDS"):
+        if values[key] <= 0:
+            raise ConfigError(f"JOBPLANE_{key} must be more than 0, got {values[key]}")
 
 
 def _standalone_secret(data_dir: Path) -> str:

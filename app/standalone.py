@@ -86,6 +86,8 @@ def run_standalone(overrides: dict[str, Any] | None = None) -> int:
 def _recover(app) -> None:
     """Re-send queued executions; runs left 'running' died with the previous process."""
     with app.app_context(), db.unit_of_work():
+        sweeper.hand_over_stale_kubernetes_runs(stale_after=timedelta(0),
+                                                reattach_limit=app.config["K8S_REATTACH_LIMIT"])
         lost = sweeper.mark_stale_running_lost(stale_after=timedelta(0))
         resent = sweeper.resend_stale_queued(older_than=timedelta(0))
     if lost or resent:

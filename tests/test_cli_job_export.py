@@ -52,6 +52,7 @@ def estate(app, owners):
             "max_retries": 3, "retry_delay_minutes": 2, "retry_delay_seconds": 30, "retry_delay_max_seconds": 900,
             "retry_on": ["failed", "lost"], "network_enabled": False, "cpu_limit": 2, "memory_limit_mb": 512,
             "cpu_time_limit_seconds": 3000, "max_open_files": 256, "max_processes": 64,
+            "executor": "kubernetes", "image": "registry.example.com/ops/pg-tools:16",
             "notification_emails": ["dba@example.com", "oncall@example.com"],
             "notification_slack_webhook": SLACK, "notification_webhook_url": WEBHOOK,
             "notify_on": ["job_failed", "job_succeeded"], "env": {"TARGET": "billing", "LEVEL": "9"}})
@@ -121,6 +122,7 @@ def test_export_holds_every_field_but_never_a_secret_value_or_webhook_url(app, e
     assert set(nightly) == set(JOB_FIELDS) | {"owner", "paused", "secrets"}
     assert nightly["notification_emails"] == ["dba@example.com", "oncall@example.com"]
     assert nightly["notify_on"] == ["job_failed", "job_succeeded"]
+    assert (nightly["executor"], nightly["image"]) == ("kubernetes", "registry.example.com/ops/pg-tools:16")
     assert nightly["script"] == "#!/bin/bash\nset -e\npg_dump billing | gzip > /tmp/b.gz\necho done\n"
     assert "script: |" in exported  # scripts as readable blocks
     assert definitions[2]["paused"] is True and definitions[3]["paused"] is False

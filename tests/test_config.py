@@ -22,10 +22,24 @@ def test_defaults_and_the_psycopg2_driver():
     ("JOBPLANE_SANDBOX", "docker", "JOBPLANE_SANDBOX must be one of"),
     ("JOBPLANE_PROT", "8080", "unknown setting JOBPLANE_PROT"),
     ("JOBPLANE_HEARTBEAT_SECONDS", "soon", "JOBPLANE_HEARTBEAT_SECONDS must be a number"),
+    ("JOBPLANE_EXECUTOR_DEFAULT", "docker", "JOBPLANE_EXECUTOR_DEFAULT must be one of local, kubernetes"),
+    ("JOBPLANE_K8S_NODE_SELECTOR", "pool=jobs", "JOBPLANE_K8S_NODE_SELECTOR must be JSON"),
+    ("JOBPLANE_K8S_TOLERATIONS", '{"key": "jobs"}', "JOBPLANE_K8S_TOLERATIONS must be JSON: a list"),
+    ("JOBPLANE_K8S_PENDING_TIMEOUT_SECONDS", "0", "JOBPLANE_K8S_PENDING_TIMEOUT_SECONDS must be more than 0"),
 ])
 def test_malformed_values_name_the_variable(variable, value, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_settings(environ={**BASE, variable: value})
+
+
+def test_kubernetes_placement_settings_are_parsed_once_at_start():
+    settings = load_settings(environ={**BASE, "JOBPLANE_K8S_NODE_SELECTOR": '{"pool": "jobs"}',
+                                      "JOBPLANE_K8S_TOLERATIONS": '[{"key": "jobs", "operator": "Exists"}]',
+                                      "JOBPLANE_K8S_IMAGE_PULL_SECRETS": "registry-a, registry-b"})
+    assert settings["K8S_NODE_SELECTOR"] == {"pool": "jobs"}
+    assert settings["K8S_TOLERATIONS"] == [{"key": "jobs", "operator": "Exists"}]
+    assert settings["K8S_IMAGE_PULL_SECRETS"] == ["registry-a", "registry-b"]
+    assert settings["EXECUTOR_DEFAULT"] == "local" and settings["K8S_NAMESPACE"] == "jobplane-jobs"
 
 
 def test_production_needs_a_database_and_a_secret_key():

@@ -60,6 +60,13 @@ class JobCreateSchema(Schema):
         "description": "backoff cap: attempt n waits the delay × 2^(n-2), at most this long (default 3600)"})
     retry_on = fields.List(fields.String(), metadata={
         "description": "outcomes that are retried, among failed, timed_out, lost (default all three)"})
+    executor = fields.String(allow_none=True, metadata={
+        "enum": ["local", "kubernetes", None],
+        "description": "where runs execute: local (a sandboxed process on a worker) or kubernetes (a Kubernetes "
+                       "Job per run); null: the cluster default"})
+    image = fields.String(allow_none=True, metadata={
+        "description": "kubernetes: the container image of the runs (null: the runner image, with Python 3 "
+                       "and Bash)"})
     network_enabled = fields.Boolean(metadata={"description": "network access for the run (default true)"})
     cpu_limit = fields.Integer(strict=True, metadata={"description": "CPUs the run may use (default 1)"})
     memory_limit_mb = fields.Integer(strict=True, metadata={"description": "memory limit (default 2048)"})
@@ -121,6 +128,8 @@ class JobSchema(Schema):
     retry_delay_seconds = fields.Integer(allow_none=True)
     retry_delay_max_seconds = fields.Integer()
     retry_on = fields.List(fields.String())
+    executor = fields.String(allow_none=True)
+    image = fields.String(allow_none=True)
     network_enabled = fields.Boolean()
     cpu_limit = fields.Integer()
     memory_limit_mb = fields.Integer()
@@ -162,6 +171,9 @@ class ExecutionSchema(Schema):
     peak_memory_kb = fields.Integer(allow_none=True)
     cpu_seconds = fields.Float(allow_none=True)
     sandboxed = fields.Boolean(allow_none=True)
+    executor = fields.String(allow_none=True, metadata={"description": "local or kubernetes; null until claimed"})
+    reattach_count = fields.Integer(metadata={
+        "description": "kubernetes: times the run was taken over by another worker after its worker died"})
     first_attempt_id = fields.UUID(allow_none=True)
     due_at = fields.DateTime(allow_none=True)
     error_message = fields.String(allow_none=True)

@@ -34,8 +34,18 @@ class RunSpec:
     script_ref: str | None = None
     script_path: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: the job's secret values, by variable name: an executor keeps them out of anything it logs
+    #: or shows (Kubernetes: a Secret, never the Job's manifest)
+    secret_env: dict[str, str] = field(default_factory=dict)
     network: bool = True
     limits: ResourceLimits = field(default_factory=ResourceLimits)
+    job_id: str | None = None
+    attempt: int = 1
+    #: kubernetes: the container image (None: the executor's default)
+    image: str | None = None
+    #: a run handed over by a worker that died: its output up to this time is already stored
+    #: (kubernetes re-attaches to the running pod and follows its log from there)
+    resume_log_after: datetime | None = None
 
 
 @dataclass

@@ -86,7 +86,7 @@ class LocalExecutor:
                              "installed or JOBPLANE_SANDBOX=none); the script can see this machine.\n")
         command = limits.wrap(command, spec.limits, execution_id=spec.execution_id)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
-               "PYTHONUNBUFFERED": "1", **spec.env}
+               "PYTHONUNBUFFERED": "1", **spec.env, **spec.secret_env}
         started = datetime.now(timezone.utc)
         try:
             process = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,

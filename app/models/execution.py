@@ -77,6 +77,10 @@ class Execution(Base):
     claim_token: Mapped[str | None] = mapped_column(String(64))
     worker_id: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the executor the run was claimed for (``local``, ``kubernetes``); NULL until claimed
+    executor: Mapped[str | None] = mapped_column(String(20))
+    #: times a Kubernetes run was handed to a new worker after its worker died (its pod ran on)
+    reattach_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: when the run message was last sent, and how many times in all (the sweeper re-sends)
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     send_count: Mapped[int] = mapped_column(Integer, default=1)

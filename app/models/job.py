@@ -12,6 +12,8 @@ from app.models.base import Base, EncryptedText, JSONType, UTCDateTime, new_id, 
 from app.models.notification import DEFAULT_EVENTS
 
 JOB_TYPES = ("python", "bash")
+#: Where a run executes: a sandboxed process on the worker, or a Kubernetes Job.
+EXECUTORS = ("local", "kubernetes")
 #: ``disabled`` is a paused job: it fires nothing until resumed.
 JOB_STATUSES = ("active", "disabled", "deleted")
 #: What to do with fire times that passed while no scheduler could fire them.
@@ -35,6 +37,7 @@ class Job(Base):
         CheckConstraint("(script IS NULL) <> (script_url IS NULL)", name="one_script_source"),
         CheckConstraint("misfire_policy IN ('skip', 'run_latest', 'run_all')", name="misfire_policy"),
         CheckConstraint("concurrency_policy IN ('allow', 'forbid', 'replace')", name="concurrency_policy"),
+        CheckConstraint("executor IN ('local', 'kubernetes')", name="executor"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
@@ -76,6 +79,10 @@ class Job(Base):
     retry_delay_max_seconds: Mapped[int] = mapped_column(Integer, default=3600)
     #: outcomes that are retried
     retry_on: Mapped[list[str]] = mapped_column(JSONType, default=lambda: list(RETRYABLE_OUTCOMES))
+    #: ``local`` or ``kubernetes``; NULL: the cluster default (JOBPLANE_DEFAULT_EXECUTOR)
+    executor: Mapped[str | None] = mapped_column(String(20))
+    #: kubernetes: the container image of its runs; NULL: JOBPLANE_K8S_IMAGE (Python 3 and Bash)
+    image: Mapped[str | None] = mapped_column(String(512))
     #: sandbox: network access, and resource limits per run (spec defaults: 1 CPU, 2 GB)
     network_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     cpu_limit: Mapped[int] = mapped_column(Integer, default=1)

@@ -153,14 +153,17 @@ class SchedulerService:
             with self.app.app_context(), db.unit_of_work():
                 resent = sweeper.resend_stale_queued(
                     older_than=timedelta(seconds=self.config["REQUEUE_AFTER_SECONDS"]))
-                lost = sweeper.mark_stale_running_lost(
-                    stale_after=timedelta(seconds=self.config["HEARTBEAT_STALE_SECONDS"]))
+                stale_after = timedelta(seconds=self.config["HEARTBEAT_STALE_SECONDS"])
+                handed_over = sweeper.hand_over_stale_kubernetes_runs(
+                    stale_after=stale_after, reattach_limit=self.config["K8S_REATTACH_LIMIT"])
+                lost = sweeper.mark_stale_running_lost(stale_after=stale_after)
                 stranded = notifications.resend_stranded()
             metrics.swept(resent=len(resent), lost=len(lost), notifications_resent=stranded)
             if stranded:
                 logger.warning("sweeper: re-sent %d stranded notification(s)", stranded)
-            if resent or lost:
-                logger.warning("sweeper: re-sent %d queued execution(s), declared %d lost", len(resent), len(lost))
+            if resent or lost or handed_over:
+                logger.warning("sweeper: re-sent %d queued execution(s), handed %d Kubernetes run(s) over to "
+                               "another worker, declared %d lost", len(resent), len(handed_over), len(lost))
         except Exception:
             logger.exception("sweep failed; will try again")
 

@@ -37,13 +37,23 @@ class Claim:
     job: Job
     scheduled_for: datetime
     attempt: int
+    #: ``local`` or ``kubernetes``: where this run executes
+    executor: str = "local"
+    #: a run taken over from a worker that died (its Kubernetes pod ran on): its log is stored
+    #: up to this time, the dead worker's last heartbeat
+    resume_log_after: datetime | None = None
+    #: when the run first started (for a handed-over run: before this claim)
+    started_at: datetime | None = None
 
 
-def claim_execution(*, execution_id: UUID, worker_id: str) -> ClaimOutcome:
+def claim_execution(*, execution_id: UUID, worker_id: str, default_executor: str = "local") -> ClaimOutcome:
     """Take a queued execution for this worker with one conditional update.
 
     A job that allows overlapping runs up to ``max_concurrent`` is checked under its row lock,
     so the limit holds across every worker; a run over the limit stays queued (deferred).
+
+    The run's executor is the job's, or ``default_executor``; a run handed over by the sweeper
+    (its worker died, its Kubernetes pod did not) keeps its executor and start time.
 
     Returns:
       the outcome: ``claim`` is None when another delivery took it or it is no longer queued.
@@ -64,10 +74,15 @@ def claim_execution(*, execution_id: UUID, worker_id: str) -> ClaimOutcome:
             return ClaimOutcome(None, deferred=True)
     token = secrets.token_hex(16)
     now = utcnow()
+    handed_over = db.session.execute(
+        select(Execution.reattach_count, Execution.heartbeat_at).where(Execution.id == execution_id)).one()
+    resume_log_after = handed_over.heartbeat_at if handed_over.reattach_count else None
     result = db.session.execute(
         update(Execution)
         .where(Execution.id == execution_id, Execution.status == "queued")
-        .values(status="running", claim_token=token, worker_id=worker_id, started_at=now, heartbeat_at=now)
+        .values(status="running", claim_token=token, worker_id=worker_id, heartbeat_at=now,
+                started_at=func.coalesce(Execution.started_at, now),
+                executor=func.coalesce(Execution.executor, (job.executor if job else None) or default_executor))
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         return ClaimOutcome(None)
@@ -75,7 +90,9 @@ def claim_execution(*, execution_id: UUID, worker_id: str) -> ClaimOutcome:
     db.session.refresh(execution)
     job = db.session.get(Job, execution.job_id)
     return ClaimOutcome(Claim(execution_id=execution_id, token=token, job=job,
-                              scheduled_for=execution.scheduled_for, attempt=execution.attempt))
+                              scheduled_for=execution.scheduled_for, attempt=execution.attempt,
+                              executor=execution.executor, resume_log_after=resume_log_after,
+                              started_at=execution.started_at))
 
 
 def append_log(*, claim: Claim, chunks: list[tuple[str, str]],

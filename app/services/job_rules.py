@@ -10,7 +10,7 @@ from flask import current_app
 
 from app.errors import InvalidInput
 from app.models.base import utcnow
-from app.models.job import CONCURRENCY_POLICIES, JOB_TYPES, MISFIRE_POLICIES, RETRYABLE_OUTCOMES
+from app.models.job import CONCURRENCY_POLICIES, EXECUTORS, JOB_TYPES, MISFIRE_POLICIES, RETRYABLE_OUTCOMES
 from app.models.notification import DEFAULT_EVENTS, EVENTS
 from app.notifications.urls import UnsafeUrl, check_shape
 from app.services import schedules
@@ -24,6 +24,11 @@ MAX_EMAILS = 50
 MAX_ENV_VARS = 200
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 MAX_RETRIES = 5  # spec §3.6: 0–5 retries
+MAX_IMAGE = 512
+
+#: A container image reference: [registry[:port]/]path[:tag][@digest], no spaces or shell characters.
+_IMAGE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+                    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[a-z0-9]+:[a-fA-F0-9]{32,})?$")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -53,6 +58,8 @@ JOB_FIELDS: dict[str, Any] = {
     "retry_delay_seconds": None,
     "retry_delay_max_seconds": 3600,
     "retry_on": ["failed", "timed_out", "lost"],
+    "executor": None,
+    "image": None,
     "network_enabled": True,
     "cpu_limit": 1,
     "memory_limit_mb": 2048,
@@ -93,6 +100,8 @@ def validate_job_fields(values: dict[str, Any], *, previous: dict[str, Any] | No
 
     if values.get("job_type") not in JOB_TYPES:
         errors["job_type"] = f"must be one of {', '.join(JOB_TYPES)}"
+
+    _check_executor(errors, values)
 
     for key in ("script", "script_url", "script_ref", "script_path", "schedule",
                 "notification_slack_webhook", "notification_webhook_url", "description"):
@@ -184,6 +193,25 @@ def validate_job_fields(values: dict[str, Any], *, previous: dict[str, Any] | No
     if errors:
         raise InvalidInput(errors)
     return values
+
+
+def _check_executor(errors: dict[str, str], values: dict[str, Any]) -> None:
+    """``executor``: local, kubernetes, or null (the cluster default); ``image`` only means something
+    on Kubernetes, and must be an image reference."""
+    if isinstance(values.get("executor"), str) and not values["executor"].strip():
+        values["executor"] = None
+    if isinstance(values.get("image"), str):
+        values["image"] = values["image"].strip() or None
+    executor, image = values.get("executor"), values.get("image")
+    if executor is not None and executor not in EXECUTORS:
+        errors["executor"] = f"must be one of {', '.join(EXECUTORS)}, or null for the cluster default"
+    if image is None:
+        return
+    if not isinstance(image, str) or len(image) > MAX_IMAGE or not _IMAGE.fullmatch(image):
+        errors["image"] = ("must be a container image reference such as python:3.12-slim or "
+                           f"registry.example.com/team/runner:1.4 (at most {MAX_IMAGE} characters)")
+    elif executor == "local":
+        errors["image"] = "only applies to the kubernetes executor; remove it or set executor to kubernetes"
 
 
 def _check_timing(errors: dict[str, str], values: dict[str, Any], previous: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from typing import Callable
 from uuid import UUID
 
 from flask import current_app
@@ -40,8 +41,11 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None:
+def run_execution(*, execution_id: str | UUID, executor_for: Callable[[str], Executor]) -> str | None:
     """Claim and run an execution; a delivery that loses the claim does nothing.
+
+    Parameters:
+      executor_for: the executor of a name (``local``, ``kubernetes``); the claim says which.
 
     Returns:
       the final status, "deferred" when it may not start yet (its retry delay, or its job's
@@ -50,7 +54,8 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
     execution_id = UUID(str(execution_id))
     config = current_app.config
     with db.unit_of_work():
-        outcome = claims.claim_execution(execution_id=execution_id, worker_id=worker_id())
+        outcome = claims.claim_execution(execution_id=execution_id, worker_id=worker_id(),
+                                         default_executor=config["EXECUTOR_DEFAULT"])
     if outcome.deferred:
         wait = outcome.wait_seconds or config["CONCURRENCY_RETRY_SECONDS"]
         dispatch.run_execution_sender()(execution_id, delay_seconds=wait)
@@ -76,7 +81,7 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
         result = RunResult("failed", None, f"the job's secrets could not be read: {secret_error}", None,
                            utcnow(), False)
     else:
-        result = _run(claim, executor, writer, secret_values)
+        result = _run(claim, executor_for, writer, secret_values)
     writer.flush(final=True)
     if result.status == "cancelled":
         # The claim was revoked (cancelled, replaced, declared lost): the row is not ours to write.
@@ -87,7 +92,8 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
             claim=claim, status=result.status, exit_code=result.exit_code,
             error_message=_error_message(masker.mask(result.error_message) if result.error_message else None,
                                          writer.stderr_tail if result.status in ("failed", "timed_out") else ""),
-            started_at=result.started_at, completed_at=result.completed_at,
+            started_at=claim.started_at if claim.resume_log_after else result.started_at,
+            completed_at=result.completed_at,
             peak_memory_kb=result.peak_memory_kb, cpu_seconds=result.cpu_seconds, sandboxed=result.sandboxed)
     if not recorded:
         logger.warning("execution %s finished after its claim was revoked; outcome %s not recorded",
@@ -97,17 +103,29 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
     return result.status
 
 
-def _run(claim: Claim, executor: Executor, writer: "LogWriter", secret_values: dict[str, str]) -> RunResult:
+def _run(claim: Claim, executor_for: Callable[[str], Executor], writer: "LogWriter",
+         secret_values: dict[str, str]) -> RunResult:
     job = claim.job
+    metadata = _metadata(claim)
+    timeout = job.effective_timeout_seconds
+    if claim.resume_log_after is not None and claim.started_at is not None:
+        # a run taken over: its timeout counts from its first start, not from this worker's
+        timeout = max(1.0, timeout - (utcnow() - claim.started_at).total_seconds())
     spec = RunSpec(
-        execution_id=str(claim.execution_id), job_type=job.job_type, timeout_seconds=job.effective_timeout_seconds,
+        execution_id=str(claim.execution_id), job_type=job.job_type, timeout_seconds=timeout,
         script=job.script, script_url=job.script_url, script_ref=job.script_ref, script_path=job.script_path,
-        env={**(job.env or {}), **secret_values, **_metadata(claim)}, network=job.network_enabled,
+        env={**(job.env or {}), **metadata},
+        secret_env={name: value for name, value in secret_values.items() if name not in metadata},
+        network=job.network_enabled,
         limits=ResourceLimits(cpus=job.cpu_limit, memory_mb=job.memory_limit_mb,
                               cpu_time_seconds=job.cpu_time_limit_seconds, open_files=job.max_open_files,
-                              processes=job.max_processes))
+                              processes=job.max_processes),
+        job_id=str(job.id), attempt=claim.attempt, image=job.image, resume_log_after=claim.resume_log_after)
     try:
-        return executor.run(spec, output=writer.write, tick=writer.tick)
+        if claim.resume_log_after is not None:
+            writer.write("system", "[jobplane] the worker running this execution stopped; this worker takes "
+                                   "over and follows its Kubernetes pod\n")
+        return executor_for(claim.executor).run(spec, output=writer.write, tick=writer.tick)
     except Exception as exc:  # the run must end recorded, whatever broke
         logger.exception("execution %s: executor error", claim.execution_id)
         return RunResult("failed", None, f"Jobplane could not run the script: {exc}", None, utcnow(), False)

@@ -4,6 +4,11 @@ Queued executions whose message was lost (Redis restarted, a crash between commi
 sent again; running executions whose worker stopped heartbeating are declared lost, their claim
 revoked, and retried by the job's policy.  A run that kills its worker every time ends ``failed``
 after its attempts instead of looping.
+
+A Kubernetes run outlives its worker: its pod keeps running.  So a stale Kubernetes run is not
+lost but handed over: queued again (same execution, a new claim) and re-sent; the worker that
+claims it finds its Job by the name derived from the execution id and follows the pod from where
+the dead worker's log stopped.  After ``reattach_limit`` hand-overs it is declared lost like any run.
 """
 
 from __future__ import annotations
@@ -33,6 +38,24 @@ def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID
         db.session.execute(update(Execution).where(Execution.id.in_(ids))
                            .values(sent_at=utcnow(), send_count=Execution.send_count + 1)
                            .execution_options(synchronize_session=False))
+        dispatch.send_runs_after_commit(ids)
+    return ids
+
+
+def hand_over_stale_kubernetes_runs(*, stale_after: timedelta, reattach_limit: int) -> list[UUID]:
+    """Queue again the Kubernetes runs whose worker stopped heartbeating (their pods run on), so
+    that another worker re-attaches to them; their claims are revoked.  Call before
+    ``mark_stale_running_lost``, which declares lost what is left."""
+    cutoff = utcnow() - stale_after
+    ids = list(db.session.scalars(
+        update(Execution)
+        .where(Execution.status == "running", Execution.heartbeat_at < cutoff, Execution.executor == "kubernetes",
+               Execution.reattach_count < reattach_limit)
+        .values(status="queued", claim_token=None, worker_id=None, sent_at=utcnow(),
+                send_count=Execution.send_count + 1, reattach_count=Execution.reattach_count + 1)
+        .returning(Execution.id)
+        .execution_options(synchronize_session=False)).all())
+    if ids:
         dispatch.send_runs_after_commit(ids)
     return ids
 

@@ -12,7 +12,8 @@ from app.tasks import dispatch
 
 def run_execution(execution_id: str) -> None:
     """Run a queued execution, if this delivery wins the claim (others are dropped)."""
-    runs.run_execution(execution_id=execution_id, executor=executor_for(current_app.config))
+    config = current_app.config
+    runs.run_execution(execution_id=execution_id, executor_for=lambda name: executor_for(config, name))
 
 
 def deliver_notification(notification_id: str) -> None:

@@ -27,6 +27,7 @@ def _timezones() -> list[str]:
 def _render_form(form: dict, *, job=None, errors=None, conflict=None, status: int = 200):
     return render_template("jobs/form.html", form=form, job=job, errors=errors or {}, conflict=conflict,
                            job_types=job_form.JOB_TYPES, concurrency_policies=job_form.CONCURRENCY_POLICIES,
+                           executors=job_form.EXECUTORS,
                            misfire_policies=job_form.MISFIRE_POLICIES, presets=job_form.CRON_PRESETS,
                            event_labels=job_form.EVENT_LABELS, timezones=_timezones(),
                            preview=_preview(form)), status

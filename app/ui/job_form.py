@@ -17,6 +17,8 @@ from app.models.notification import DEFAULT_EVENTS, EVENTS
 JOB_TYPES = ("bash", "python")
 CONCURRENCY_POLICIES = ("forbid", "allow", "replace")
 MISFIRE_POLICIES = ("run_latest", "skip", "run_all")
+#: ``default`` leaves the choice to the cluster (JOBPLANE_EXECUTOR_DEFAULT)
+EXECUTORS = ("default", "local", "kubernetes")
 #: cron presets offered beside the schedule field: (label, expression)
 CRON_PRESETS = (("Every 5 minutes", "*/5 * * * *"), ("Hourly", "0 * * * *"), ("Daily 02:00", "0 2 * * *"),
                 ("Weekdays 09:00", "0 9 * * 1-5"), ("Weekly, Sunday 03:00", "0 3 * * 0"),
@@ -26,7 +28,8 @@ EVENT_LABELS = {"job_failed": "failed (after its last attempt)", "job_timeout": 
                 "job_lost": "lost (its worker died)", "job_recovered": "succeeded after failing",
                 "job_succeeded": "succeeded"}
 
-_TEXT = ("name", "description", "job_type", "script", "timezone", "concurrency_policy", "misfire_policy")
+_TEXT = ("name", "description", "job_type", "script", "timezone", "concurrency_policy", "misfire_policy", "executor",
+         "image")
 _WHOLE_NUMBERS = ("timeout_minutes", "timeout_seconds", "max_retries", "retry_delay_minutes", "max_concurrent",
                   "max_lateness_seconds", "cpu_limit", "memory_limit_mb")
 #: numbers that may be left empty (no value) rather than taking the default
@@ -41,7 +44,7 @@ def blank() -> dict[str, Any]:
             "run_at": "", "start_at": "", "end_at": "", "timezone": "UTC", "timeout_minutes": "60",
             "timeout_seconds": "", "max_retries": "0", "retry_delay_minutes": "5", "concurrency_policy": "forbid",
             "max_concurrent": "", "misfire_policy": "run_latest", "max_lateness_seconds": "3600",
-            "cpu_limit": "1", "memory_limit_mb": "2048", "network_enabled": True, "notification_emails": "",
+            "cpu_limit": "1", "memory_limit_mb": "2048", "executor": "default", "image": "", "network_enabled": True, "notification_emails": "",
             "notify_on": list(DEFAULT_EVENTS), "env": "", "version": "",
             "has_slack_webhook": False, "has_webhook_url": False}
 
@@ -51,6 +54,7 @@ def from_job(job: Job) -> dict[str, Any]:
     zone = _zone(job.timezone)
     form = {field: "" if getattr(job, field) is None else str(getattr(job, field)) for field in _TEXT + _WHOLE_NUMBERS}
     form.update(
+        executor=job.executor or "default",
         when="cron" if job.schedule else "once", schedule=job.schedule or "",
         network_enabled=job.network_enabled, notification_emails=", ".join(job.notification_emails or []),
         notify_on=list(job.notify_on or []), env="\n".join(f"{k}={v}" for k, v in (job.env or {}).items()),
@@ -78,6 +82,8 @@ def parse(form: Mapping[str, Any], *, getlist) -> tuple[dict[str, Any], dict[str
     errors: dict[str, list[str]] = {}
     data: dict[str, Any] = {field: shown[field].strip() if field != "script" else shown[field] for field in _TEXT}
     data["description"] = data["description"] or None
+    data["executor"] = None if data["executor"] in ("", "default") else data["executor"]
+    data["image"] = data["image"] or None
     for field in _WHOLE_NUMBERS:
         text = shown[field].strip()
         if not text and field in _OPTIONAL_NUMBERS:

@@ -64,6 +64,15 @@ def test_job_without_schedule_is_run_on_demand(client, admin):
     assert response.json["schedule"] is None
 
 
+def test_a_job_chooses_its_executor_and_image_or_leaves_them_to_the_cluster(client, admin):
+    default = client.post("/api/v1/jobs", json=VALID, headers=admin).json
+    assert (default["executor"], default["image"]) == (None, None)
+    chosen = client.post("/api/v1/jobs", headers=admin, json={
+        **VALID, "executor": "kubernetes", "image": "registry.example.com/team/runner:1.4"})
+    assert chosen.status_code == 201, chosen.json
+    assert (chosen.json["executor"], chosen.json["image"]) == ("kubernetes", "registry.example.com/team/runner:1.4")
+
+
 def test_slack_webhook_is_masked_in_responses(client, admin):
     hook = "https://hooks.slack.com/services/T000/B000/supersecretvalue"
     response = client.post("/api/v1/jobs", json={**VALID, "notification_slack_webhook": hook}, headers=admin)
@@ -93,6 +102,9 @@ BAD_INPUT = [
     ("env name not allowed", {"env": {"JOBPLANE_DATABASE_URL": "x"}}, "env"),
     ("unknown field", {"owner": "someone-else"}, "owner"),
     ("script_url without path", {"script": None, "script_url": "https://git.example.com/r.git"}, "script_path"),
+    ("unknown executor", {"executor": "docker"}, "executor"),
+    ("image that is no image reference", {"executor": "kubernetes", "image": "python:3; rm -rf /"}, "image"),
+    ("image on the local executor", {"executor": "local", "image": "python:3.12-slim"}, "image"),
 ]
 
 

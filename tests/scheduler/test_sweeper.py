@@ -72,6 +72,37 @@ def test_a_running_execution_without_heartbeat_is_declared_lost(app, job):
                                            started_at=None, completed_at=utcnow()) is False
 
 
+def test_a_stale_kubernetes_run_is_handed_to_a_new_worker_until_its_reattach_limit(app, job):
+    """Its pod runs on without its worker: queued again (a new claim re-attaches) instead of lost,
+    at most ``reattach_limit`` times."""
+    execution_id = insert_queued(app, job["id"], minutes_ago=0)
+    with app.app_context():
+        for handover in (1, 2):
+            claim = claims.claim_execution(execution_id=execution_id, worker_id=f"worker-{handover}",
+                                           default_executor="kubernetes").claim
+            assert claim.executor == "kubernetes"
+            last_heartbeat = utcnow() - timedelta(minutes=5)
+            db.session.execute(update(Execution).values(heartbeat_at=last_heartbeat))
+            db.session.commit()
+            handed = sweeper.hand_over_stale_kubernetes_runs(stale_after=timedelta(seconds=30), reattach_limit=2)
+            db.session.commit()
+            assert [str(i) for i in handed] == [execution_id]
+            db.session.expire_all()
+            row = db.session.get(Execution, execution_id)
+            assert (row.status, row.reattach_count, row.claim_token) == ("queued", handover, None)
+            assert claims.append_log(claim=claim, chunks=[("stdout", "late")]) is None  # the old claim is void
+            taken = claims.claim_execution(execution_id=execution_id, worker_id="next").claim
+            assert taken.resume_log_after == last_heartbeat and taken.executor == "kubernetes"
+            db.session.rollback()  # leave it queued for the next round
+        db.session.execute(update(Execution).values(status="running", heartbeat_at=utcnow() - timedelta(minutes=5)))
+        db.session.commit()
+        assert sweeper.hand_over_stale_kubernetes_runs(stale_after=timedelta(seconds=30), reattach_limit=2) == []
+        assert [str(i) for i in sweeper.mark_stale_running_lost(stale_after=timedelta(seconds=30))] == [execution_id]
+        db.session.commit()
+        db.session.expire_all()
+        assert db.session.get(Execution, execution_id).status == "lost"
+
+
 def test_only_one_of_two_deliveries_wins_the_claim(app, job):
     execution_id = insert_queued(app, job["id"], minutes_ago=0)
     with app.app_context():

@@ -104,6 +104,28 @@ def test_a_valid_form_creates_the_job_with_every_field_as_typed(app, as_admin):
     assert "nightly-report" in page.text and "At 02:30" in page.text
 
 
+def test_the_form_chooses_the_executor_and_image_and_names_a_bad_image(app, as_admin):
+    # Given a job left to the cluster default, then moved to Kubernetes with its own image
+    response = as_admin.post("/jobs/new", {**FORM, "executor": "default", "image": ""})
+    assert response.status_code == 303
+    with app.app_context():
+        job = db.session.scalar(select(Job))
+        assert (job.executor, job.image) == (None, None)
+    edit = as_admin.get(f"/jobs/{job.id}/edit")
+    version = re.search(r'name="version" value="(\d+)"', edit.text).group(1)
+    response = as_admin.post(f"/jobs/{job.id}/edit", {**FORM, "version": version, "executor": "kubernetes",
+                                                       "image": "registry.example.com/ops/runner:2"})
+    assert response.status_code == 303, response.text
+    with app.app_context():
+        job = db.session.get(Job, job.id)
+        assert (job.executor, job.image) == ("kubernetes", "registry.example.com/ops/runner:2")
+    assert "registry.example.com/ops/runner:2" in as_admin.get(f"/jobs/{job.id}").text
+    # When an image is no image reference, the form names the field
+    response = as_admin.post("/jobs/new", {**FORM, "executor": "kubernetes", "image": "not an image!"})
+    assert response.status_code == 422
+    assert 'id="image-error"' in response.text
+
+
 def test_a_one_time_job_needs_its_time(app, as_admin):
     response = as_admin.post("/jobs/new", {**FORM, "when": "once", "run_at": ""})
     assert response.status_code == 422 and 'id="run_at-error"' in response.text
