@@ -30,6 +30,6 @@ def downgrade() -> None:
     op.drop_column('executions', 'reattach_count')
     op.drop_column('executions', 'executor')
     with op.batch_alter_table('jobs') as batch:
-        batch.drop_constraint('ck_jobs_executor', type_='check')
+        batch.drop_constraint('executor', type_='check')
         batch.drop_column('image')
         batch.drop_column('executor')
