@@ -32,6 +32,8 @@ import yaml
 from dramatiq.brokers.redis import RedisBroker
 
 from app.config import SETTINGS, load_settings
+from app.executors.base import RunSpec
+from app.executors.k8s_manifests import ClusterSettings, job_manifest
 from app.migrate import MIGRATIONS_DIR
 from app.tasks.dispatch import EXECUTIONS_QUEUE, RUN_EXECUTION, send
 from tests.conftest import REDIS_URL
@@ -287,18 +289,31 @@ def test_network_policies_deny_by_default_and_each_selects_pods():
         selector = policy["spec"]["podSelector"]
         if selector and policy["metadata"]["namespace"] == "jobplane":
             assert any(_matches(selector, pod_labels) for pod_labels in labels), policy["metadata"]["name"]
-    (jobs,) = [p for p in policies if p["metadata"]["namespace"] == "jobplane-jobs"]
-    assert "ingress" not in jobs["spec"] and "Ingress" in jobs["spec"]["policyTypes"]
-    blocks = [peer["ipBlock"] for rule in jobs["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
-    assert all("169.254.169.254/32" in block["except"] for block in blocks)  # no node credentials
+    in_jobs = [p for p in policies if p["metadata"]["namespace"] == "jobplane-jobs"]
+    assert not any(p["spec"].get("ingress") for p in in_jobs)  # nothing reaches a run's pod
+    blocks = [peer["ipBlock"] for p in in_jobs for rule in p["spec"].get("egress", [])
+              for peer in rule["to"] if "ipBlock" in peer]
+    assert blocks and all("169.254.169.254/32" in block["except"] for block in blocks)  # no node credentials
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_a_run_pod_has_egress_exactly_when_its_job_has_network(network):
+    # The pod labels as the executor writes them (policies add up: a pod has egress if any policy
+    # selecting it allows some, and is isolated for egress once any policy selects it for Egress)
+    spec = RunSpec(execution_id="e1", job_type="bash", timeout_seconds=60, script="true", network=network)
+    pod_labels = job_manifest(spec, ClusterSettings())["spec"]["template"]["metadata"]["labels"]
+    selecting = [p for p in objects("NetworkPolicy") if p["metadata"]["namespace"] == "jobplane-jobs"
+                 and _matches(p["spec"]["podSelector"], pod_labels)]
+    assert any("Egress" in p["spec"]["policyTypes"] for p in selecting)
+    assert any(p["spec"].get("egress") for p in selecting) is network
 
 
 def _matches(selector: dict, labels: dict) -> bool:
     if not selector.get("matchLabels", {}).items() <= labels.items():
         return False
     for expression in selector.get("matchExpressions", []):
-        assert expression["operator"] == "In"
-        if labels.get(expression["key"]) not in expression["values"]:
+        assert expression["operator"] in ("In", "NotIn")
+        if (labels.get(expression["key"]) in expression["values"]) != (expression["operator"] == "In"):
             return False
     return True
 
