@@ -53,8 +53,6 @@ STANDALONE_FILES = {K8S / "README.md", SECRET_EXAMPLE}
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 IMAGE = "ghcr.io/jobplane/jobplane"
 RUNNER_IMAGE = "ghcr.io/jobplane/runner"
-#: Settings of the kubernetes executor (its own branch); not yet in app/config.py in this branch.
-EXECUTOR_SETTINGS = {"JOBPLANE_EXECUTOR_DEFAULT", "JOBPLANE_K8S_NAMESPACE", "JOBPLANE_K8S_IMAGE"}
 KNOWN_SETTINGS = {setting.env_name for setting in SETTINGS}
 #: Environment variables of the Secret that are not Jobplane's: azure-identity's service principal.
 AZURE_CREDENTIALS = {"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"}
@@ -324,8 +322,9 @@ def test_the_settings_in_the_configmap_and_the_example_secret_are_jobplane_setti
     environ = {**config_data(), **example_secrets()["jobplane-secrets"]}
     jobplane = {name for name in environ if name.startswith("JOBPLANE_")}
     assert set(environ) - jobplane <= AZURE_CREDENTIALS
-    assert jobplane - KNOWN_SETTINGS <= EXECUTOR_SETTINGS, "an unknown JOBPLANE_* name stops start-up"
+    assert jobplane <= KNOWN_SETTINGS, "an unknown JOBPLANE_* name stops start-up"
     settings = load_settings({k: v for k, v in environ.items() if k in KNOWN_SETTINGS})
+    assert settings["EXECUTOR_DEFAULT"] == "kubernetes" and settings["K8S_NAMESPACE"] == "jobplane-jobs"
     assert settings["ENV"] == "production" and settings["BEHIND_PROXY"] is True
     assert config_data()["JOBPLANE_EXECUTOR_DEFAULT"] == "kubernetes"
     # no bubblewrap in a restricted pod: a `local` run must fail, not run beside the worker's secrets
