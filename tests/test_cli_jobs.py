@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from app import create_app
 from app.extensions import db
 from app.models import AuditLog, Execution, ExecutionLogChunk, Job
 from app.models.base import utcnow
@@ -273,10 +274,16 @@ def test_jobs_run_and_logs_follow_work_in_standalone_mode(standalone, tmp_path):
     # Then it is queued, and the CLI says when standalone will start it
     assert run.returncode == 0, run.stderr
     execution_id = run.stdout.split()[2].rstrip(";")
-    assert "standalone: it starts within JOBPLANE_REQUEUE_AFTER_SECONDS (30 s)" in run.stderr
+    assert "standalone: it starts within JOBPLANE_SWEEP_INTERVAL_SECONDS (5 s)" in run.stderr
     # And following its log prints the output, read from the SQLite file, until the run ends
     code, lines, errors = follow([execution_id], env, cwd=tmp_path)
     assert code == 0, errors
     assert [line for _, line in lines] == ["tick 1\n", "tick 2\n", "tick 3\n"]
     assert f"[execution {execution_id} ended: success]" in errors
     standalone.stop()
+    # And the run was sent once, by standalone's sweeper as soon as it looked (not again after
+    # JOBPLANE_REQUEUE_AFTER_SECONDS, as for a message lost on its way)
+    app = create_app({"ENV": "standalone", "DATA_DIR": str(tmp_path / "var")})
+    with app.app_context():
+        assert db.session.get(Execution, uuid.UUID(execution_id)).send_count == 1
+    app.extensions["jobplane_db"].engine.dispose()

@@ -119,23 +119,23 @@ def test_a_worker_sigkilled_mid_run_is_recovered_and_the_run_retried(app, client
     processes.scheduler(**FAST_RECOVERY)
     job_id = create_job(client, admin, script="sleep 2; echo done", max_retries=1, retry_delay_seconds=0,
                         concurrency_policy="allow")
+    worker = processes.worker(**FAST_RECOVERY)
     for iteration in range(3):  # the long version, 20 kills, is bench/worker_kills.py
-        worker = processes.worker(**FAST_RECOVERY)
         execution_id = client.post(f"/api/v1/jobs/{job_id}/run", headers=admin).json["id"]
         wait_for(lambda: _status(app, execution_id) == "running", timeout=20, message="the run to start")
-        # When the worker is SIGKILLed mid-run
+        # When the worker is SIGKILLed mid-run (a replacement starts meanwhile, as a supervisor would
+        # restart it: it must not pick the run up before the sweeper declares it lost)
         processes.kill(worker, signal.SIGKILL)
         killed = time.monotonic()
+        worker = processes.worker(**FAST_RECOVERY)
         # Then the execution leaves running (lost) well within 45 s…
         wait_for(lambda: _status(app, execution_id) != "running", timeout=45, message="recovery")
         assert _status(app, execution_id) == "lost", processes.logs()
         assert time.monotonic() - killed < 45
-        # …and its retry runs on a live worker
-        recovery = processes.worker(**FAST_RECOVERY)
+        # …and its retry runs on the live worker (which the next iteration kills in turn)
         wait_for(lambda: [r for r in attempts(app, job_id) if r.first_attempt_id and
                           str(r.first_attempt_id) == execution_id and r.status == "success"], timeout=30,
                  message=f"the retry of iteration {iteration}\n" + processes.logs())
-        processes.kill(recovery, signal.SIGKILL)
     assert not [r for r in attempts(app, job_id) if r.status in ("queued", "running")]
 
 
@@ -143,11 +143,13 @@ def test_a_run_that_kills_its_worker_every_time_ends_failed(app, client, admin, 
     processes.scheduler(**FAST_RECOVERY)
     job_id = create_job(client, admin, script="sleep 30", max_retries=1, retry_delay_seconds=0)
     first = client.post(f"/api/v1/jobs/{job_id}/run", headers=admin).json["id"]
+    worker = processes.worker(**FAST_RECOVERY)
     for attempt in (1, 2):
-        worker = processes.worker(**FAST_RECOVERY)
         wait_for(lambda: [r for r in attempts(app, job_id) if r.attempt == attempt and r.status == "running"],
                  timeout=30, message=f"attempt {attempt} to start")
         processes.kill(worker, signal.SIGKILL)
+        if attempt == 1:  # its replacement starts at once, as a supervisor would restart it
+            worker = processes.worker(**FAST_RECOVERY)
     rows = wait_for(settled(app, job_id, 2), timeout=30, message="both attempts to end")
     assert [(r.attempt, r.status) for r in rows] == [(1, "lost"), (2, "failed")]
     assert "giving up" in rows[1].error_message

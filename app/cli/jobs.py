@@ -79,13 +79,15 @@ def jobs_show(job_id, as_json: bool) -> None:
 def jobs_run(job_id) -> None:
     from app.services import executions
 
-    execution_id = in_app(lambda actor: executions.trigger_manual_run(actor=actor, job_id=job_id).id)
-    click.echo(f"queued execution {execution_id}; follow it with `jobplane executions logs {execution_id} --follow`")
     config = settings()
-    if config["ENV"] == "standalone":
-        # standalone's queue lives in its own process: this one's message reaches nobody, and
-        # the standalone process's sweeper sends the queued run again
-        click.echo(f"standalone: it starts within JOBPLANE_REQUEUE_AFTER_SECONDS ({config['REQUEUE_AFTER_SECONDS']:g} s); "
+    # standalone's queue lives in its own process: a message from this one would reach nobody, so
+    # the run is left unsent for the standalone process's sweeper, which sends it at its next sweep
+    standalone = config["ENV"] == "standalone"
+    execution_id = in_app(lambda actor: executions.trigger_manual_run(actor=actor, job_id=job_id,
+                                                                      send=not standalone).id)
+    click.echo(f"queued execution {execution_id}; follow it with `jobplane executions logs {execution_id} --follow`")
+    if standalone:
+        click.echo(f"standalone: it starts within JOBPLANE_SWEEP_INTERVAL_SECONDS ({config['SWEEP_INTERVAL_SECONDS']:g} s); "
                    "the web UI or the API start runs at once", err=True)
 
 

@@ -58,7 +58,7 @@ def summary(*, actor: Actor, team_id: UUID | None = None, now: datetime | None =
       dict: ``runs_today`` (``total`` runs and ``by_status``), ``failure_rate`` (``today`` and
       ``week``: ``rate`` in 0..1 or None with no finished run, ``failed``, ``finished``),
       ``running`` (see :func:`running_now`), ``next_fires``, ``slowest``, ``most_failing`` and
-      ``runs_per_day`` (oldest first, ``CHART_DAYS`` entries with ``day``, ``succeeded``, ``failed``).
+      ``runs_per_day`` (oldest first, ``CHART_DAYS`` entries with ``date``, ``succeeded``, ``failed``).
 
     Raises:
       Forbidden: a team was given by someone who is not an admin.
@@ -81,7 +81,7 @@ def summary(*, actor: Actor, team_id: UUID | None = None, now: datetime | None =
         "next_fires": _next_fires(actor, team_id, now),
         "slowest": _slowest(per_job),
         "most_failing": _most_failing(per_job),
-        "runs_per_day": [{"day": day, "succeeded": sum(counts.get((day, s), 0) for s in SUCCEEDED),
+        "runs_per_day": [{"date": day, "succeeded": sum(counts.get((day, s), 0) for s in SUCCEEDED),
                           "failed": sum(counts.get((day, s), 0) for s in FAILED)}
                          for day in (today - timedelta(days=n) for n in reversed(range(CHART_DAYS)))],
     }

@@ -25,8 +25,12 @@ from app.services.actors import Actor
 from app.tasks import dispatch
 
 
-def trigger_manual_run(*, actor: Actor, job_id: UUID) -> Execution:
+def trigger_manual_run(*, actor: Actor, job_id: UUID, send: bool = True) -> Execution:
     """Queue a run of the job now, on behalf of the actor (spec: ``POST /jobs/{id}/run``).
+
+    Parameters:
+      send: False where this process's queue reaches no worker (the CLI beside a standalone
+        process): the run is recorded as never sent, and the sweeper sends it at its next sweep.
 
     Raises:
       NotFound: no job the actor may see.
@@ -40,12 +44,13 @@ def trigger_manual_run(*, actor: Actor, job_id: UUID) -> Execution:
     now = utcnow()
     firing.admit_manual_run(job, now=now)
     execution = Execution(job_id=job.id, scheduled_for=now, triggered_by="manual", status="queued",
-                          fired_by="api", created_at=now, sent_at=now)
+                          fired_by="api", created_at=now, sent_at=now, send_count=1 if send else 0)
     db.session.add(execution)
     db.session.flush()
     audit.record(actor=actor, action="job_executed", resource_type="job", resource_id=job.id,
                  changes={"execution_id": {"old": None, "new": str(execution.id)}})
-    dispatch.send_runs_after_commit([execution.id])
+    if send:
+        dispatch.send_runs_after_commit([execution.id])
     return execution
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from app.extensions import db
 from app.models import Execution, Job
@@ -28,11 +28,14 @@ from app.tasks import dispatch
 
 def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID]:
     """Send again the executions still queued after ``older_than`` (a lost message, a crash
-    between commit and send). A second delivery is harmless: only one claim can win."""
+    between commit and send), and at once those never sent (queued by the CLI beside a standalone
+    process, whose queue lives in that process). A second delivery is harmless: only one claim can
+    win."""
     cutoff = utcnow() - older_than
     ids = list(db.session.scalars(
-        select(Execution.id).where(Execution.status == "queued", Execution.created_at <= cutoff,
-                                   Execution.sent_at <= cutoff)
+        select(Execution.id).where(Execution.status == "queued",
+                                   or_(Execution.send_count == 0,
+                                       and_(Execution.created_at <= cutoff, Execution.sent_at <= cutoff)))
         .order_by(Execution.created_at).limit(limit)))
     if ids:
         db.session.execute(update(Execution).where(Execution.id.in_(ids))

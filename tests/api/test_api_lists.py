@@ -12,8 +12,6 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import AuditLog, Execution, Job, Notification, Team, User
-from app.services import api_tokens, users
-from app.services.actors import SYSTEM
 
 BASE = {"job_type": "bash", "script": "echo hi", "schedule": None}
 
@@ -26,25 +24,6 @@ def links(response) -> dict[str, str]:
 
 def pagination(response) -> dict:
     return json.loads(response.headers["X-Pagination"])
-
-
-@pytest.fixture
-def people(app, admin):
-    """Teams data (Alice, job creator; Vera, team viewer) and web (Bob, job creator), with tokens."""
-    with app.app_context():
-        data, web = Team(name="data"), Team(name="web")
-        db.session.add_all([data, web])
-        db.session.flush()
-        found = {"admin": admin, "team_data": str(data.id), "team_web": str(web.id)}
-        for name, role, team in (("alice", "job_creator", data), ("vera", "team_viewer", data),
-                                 ("bob", "job_creator", web)):
-            user = users.create_user(actor=SYSTEM, email=f"{name}@example.com", role=role, team_id=team.id,
-                                     display_name=name.title())
-            _, token = api_tokens.issue_token(actor=SYSTEM, user=user, name="test")
-            found[name] = {"Authorization": f"Bearer {token}"}
-            found[f"{name}_id"] = str(user.id)
-        db.session.commit()
-    return found
 
 
 def make_job(client, headers, name, **fields):

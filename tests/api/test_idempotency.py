@@ -243,26 +243,15 @@ def test_the_openapi_document_describes_the_header(client):
         assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in parameters), path
 
 
-def test_keys_work_on_sqlite_for_standalone(tmp_path):
+def test_keys_work_on_sqlite_for_standalone(sqlite_api):
     # Given a standalone-style app on a migrated SQLite file
-    from app import create_app
-    from app.migrate import upgrade
-
-    url = f"sqlite:///{tmp_path / 'jobplane.db'}"
-    upgrade(url)
-    application = create_app({"ENV": "standalone", "DATABASE_URL": url, "DATA_DIR": str(tmp_path)})
-    with application.app_context():
-        token = users.bootstrap_admin(token="jp_sqlite_admin_token_012345")
-        db.session.commit()
-    headers = keyed({"Authorization": f"Bearer {token}"}, "sqlite-key")
-    test_client = application.test_client()
+    headers = keyed(sqlite_api.headers, "sqlite-key")
     # When the same create is sent twice with a key
-    first = test_client.post("/api/v1/jobs", json=JOB, headers=headers)
-    retry = test_client.post("/api/v1/jobs", json=JOB, headers=headers)
-    other = test_client.post("/api/v1/jobs", json={**JOB, "name": "other"}, headers=headers)
+    first = sqlite_api.client.post("/api/v1/jobs", json=JOB, headers=headers)
+    retry = sqlite_api.client.post("/api/v1/jobs", json=JOB, headers=headers)
+    other = sqlite_api.client.post("/api/v1/jobs", json={**JOB, "name": "other"}, headers=headers)
     # Then one job exists, the retry is the first answer, and another body is refused
     assert first.status_code == 201 and retry.json == first.json and retry.headers["Idempotent-Replayed"] == "true"
     assert other.status_code == 422
-    with application.app_context():
+    with sqlite_api.app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Job)) == 1
-    application.extensions["jobplane_db"].engine.dispose()

@@ -11,8 +11,6 @@ import pytest
 from app.extensions import db
 from app.models import Execution
 from app.models.base import utcnow
-from app.services import api_tokens, users
-from app.services.actors import SYSTEM
 
 JOB = {"name": "metered", "job_type": "bash", "script": "echo hi", "schedule": None}
 
@@ -81,25 +79,6 @@ def check(body: dict, days: int) -> None:
     assert all((e["succeeded"], e["failed"], e["other"], e["p50_seconds"]) == (0, 0, 0, None) for e in quiet)
 
 
-@pytest.fixture
-def people(app, admin):
-    """Alice (job creator, team data) with a job; Vera (her team's viewer); Bob (another team)."""
-    from app.models import Team
-
-    with app.app_context():
-        data, web = Team(name="data"), Team(name="web")
-        db.session.add_all([data, web])
-        db.session.flush()
-        found = {"admin": admin}
-        for name, role, team in (("alice", "job_creator", data), ("vera", "team_viewer", data),
-                                 ("bob", "job_creator", web)):
-            user = users.create_user(actor=SYSTEM, email=f"{name}@example.com", role=role, team_id=team.id)
-            _, token = api_tokens.issue_token(actor=SYSTEM, user=user, name="test")
-            found[name] = {"Authorization": f"Bearer {token}"}
-        db.session.commit()
-    return found
-
-
 def test_metrics_match_the_executions_that_ran(app, client, people):
     # Given Alice's job with runs of known outcomes and durations over the last days
     job_id = client.post("/api/v1/jobs", json=JOB, headers=people["alice"]).json["id"]
@@ -158,24 +137,12 @@ def test_who_may_see_the_job_may_see_its_metrics_others_get_404(client, people):
     assert hidden.json["message"].replace(job_id, "?") == missing.json["message"].replace(str(uuid.UUID(int=0)), "?")
 
 
-def test_sqlite_gives_the_same_figures(tmp_path):
+def test_sqlite_gives_the_same_figures(sqlite_api):
     # Given a standalone-style app on SQLite with the same runs
-    from app import create_app
-    from app.migrate import upgrade
-
-    url = f"sqlite:///{tmp_path / 'jobplane.db'}"
-    upgrade(url)
-    application = create_app({"ENV": "standalone", "DATABASE_URL": url, "DATA_DIR": str(tmp_path)})
-    with application.app_context():
-        token = users.bootstrap_admin(token="jp_sqlite_admin_token_012345")
-        db.session.commit()
-    headers = {"Authorization": f"Bearer {token}"}
-    test_client = application.test_client()
-    job_id = test_client.post("/api/v1/jobs", json=JOB, headers=headers).json["id"]
-    last = add_runs(application, job_id)
+    job_id = sqlite_api.client.post("/api/v1/jobs", json=JOB, headers=sqlite_api.headers).json["id"]
+    last = add_runs(sqlite_api.app, job_id)
     # When the metrics are asked / Then the Python fallback gives what percentile_cont gives
-    response = test_client.get(f"/api/v1/jobs/{job_id}/metrics?days=30", headers=headers)
+    response = sqlite_api.client.get(f"/api/v1/jobs/{job_id}/metrics?days=30", headers=sqlite_api.headers)
     assert response.status_code == 200, response.json
     check(response.json, 30)
     assert response.json["last_run"]["id"] == last["id"]
-    application.extensions["jobplane_db"].engine.dispose()

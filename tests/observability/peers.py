@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import requests
@@ -33,6 +34,11 @@ class TcpProxy:
         self.connections: list[socket.socket] = []
         self.lock = threading.Lock()
         self.up()
+
+    def url_of(self, url: str) -> str:
+        """``url`` (of the target, with its credentials) reaching the target through this proxy."""
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{self.port}"))
 
     def up(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

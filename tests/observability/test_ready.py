@@ -8,7 +8,7 @@ and reopens, and Redis is a redis-server of the test's own, stopped and started 
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -18,15 +18,7 @@ from alembic.script import ScriptDirectory
 from app import create_app
 from app.migrate import alembic_config
 from tests.helpers import wait_for
-from tests.observability.peers import OwnRedis, TcpProxy, free_port
-
-
-@pytest.fixture
-def proxy(database_url):
-    parts = urlsplit(database_url)
-    peer = TcpProxy(parts.hostname, parts.port or 5432)
-    yield peer
-    peer.down()
+from tests.observability.peers import OwnRedis, free_port
 
 
 @pytest.fixture
@@ -39,9 +31,7 @@ def own_redis():
 @pytest.fixture
 def via_proxy(settings, proxy, own_redis):
     """The settings, with the database behind the proxy and Redis the test's own."""
-    parts = urlsplit(settings["DATABASE_URL"])
-    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
-    return {**settings, "DATABASE_URL": urlunsplit(parts._replace(netloc=netloc)), "REDIS_URL": own_redis.url,
+    return {**settings, "DATABASE_URL": proxy.url_of(settings["DATABASE_URL"]), "REDIS_URL": own_redis.url,
             "READY_TIMEOUT_SECONDS": 1.0}
 
 

@@ -8,14 +8,13 @@ PostgreSQL, closed by the test) in the middle of a request and in the middle of 
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
 
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import wait_for
-from tests.observability.peers import SentryIngest, TcpProxy, free_port
+from tests.observability.peers import SentryIngest, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,19 +29,9 @@ def ingest():
 
 
 @pytest.fixture
-def proxy(database_url):
-    parts = urlsplit(database_url)
-    peer = TcpProxy(parts.hostname, parts.port or 5432)
-    yield peer
-    peer.down()
-
-
-@pytest.fixture
 def observed(settings, proxy, ingest):
     """Settings of the processes: Sentry on, the database behind the proxy."""
-    parts = urlsplit(settings["DATABASE_URL"])
-    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
-    return {**settings, "DATABASE_URL": urlunsplit(parts._replace(netloc=netloc)), "SENTRY_DSN": ingest.dsn,
+    return {**settings, "DATABASE_URL": proxy.url_of(settings["DATABASE_URL"]), "SENTRY_DSN": ingest.dsn,
             "HEARTBEAT_SECONDS": 0.5, "WORKER_METRICS_PORT": 0}
 
 

@@ -123,7 +123,7 @@ def test_a_team_viewer_sees_only_their_team_and_never_another_team_s_runs(app, w
     assert [row["job_name"] for row in figures["running"]["rows"]] == ["hourly-sync"]
     assert "billing" not in _names(figures["slowest"]) + _names(figures["most_failing"]) + \
         _names(figures["next_fires"])
-    assert figures["runs_per_day"][-2] == {"day": TODAY - timedelta(days=1), "succeeded": 0, "failed": 1}
+    assert figures["runs_per_day"][-2] == {"date": TODAY - timedelta(days=1), "succeeded": 0, "failed": 1}
 
 
 def test_next_fires_are_the_active_jobs_next_fire_times_soonest_first(app, world):
@@ -187,8 +187,8 @@ def test_most_failing_jobs_rank_by_failures_then_by_rate(app, world):
 
 def test_the_chart_has_14_days_of_succeeded_and_failed_runs(app, world):
     days = _summary(app, "admin")["runs_per_day"]
-    assert [day["day"] for day in days] == [TODAY - timedelta(days=n) for n in range(13, -1, -1)]
-    assert {day["day"]: (day["succeeded"], day["failed"]) for day in days if day["succeeded"] or day["failed"]} == {
+    assert [day["date"] for day in days] == [TODAY - timedelta(days=n) for n in range(13, -1, -1)]
+    assert {day["date"]: (day["succeeded"], day["failed"]) for day in days if day["succeeded"] or day["failed"]} == {
         TODAY: (2, 4), TODAY - timedelta(days=1): (1, 1), TODAY - timedelta(days=2): (1, 0),
         TODAY - timedelta(days=3): (1, 0), TODAY - timedelta(days=10): (0, 1)}
 
