@@ -1,8 +1,9 @@
 """The sweeper, run by the scheduler leader: no execution stays queued or running forever.
 
 Queued executions whose message was lost (Redis restarted, a crash between commit and send) are
-sent again; running executions whose worker stopped heartbeating are declared lost, their claim
-revoked, and retried by the job's policy.  A run that kills its worker every time ends ``failed``
+sent again, and only those: one still waiting in a long queue is not.  Running executions whose
+worker stopped heartbeating are declared lost, their claim revoked, and retried by the job's
+policy.  A run that kills its worker every time ends ``failed``
 after its attempts instead of looping.
 """
 
@@ -22,19 +23,37 @@ from app.tasks import dispatch
 
 
 def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID]:
-    """Send again the executions still queued after ``older_than`` (a lost message, a crash
-    between commit and send). A second delivery is harmless: only one claim can win."""
+    """Send again the executions still queued after ``older_than`` whose message is gone (Redis
+    restarted, a crash between commit and send).
+
+    One whose message Redis still holds (waiting in a long queue, delayed, or fetched by a
+    worker) is left alone: sending it again would only cost a claim attempt in a busy queue.
+    When the broker cannot tell (standalone mode), every one is sent again.  A second delivery
+    is harmless anyway: only one claim can win.
+    """
     cutoff = utcnow() - older_than
-    ids = list(db.session.scalars(
+    stale = list(db.session.scalars(
         select(Execution.id).where(Execution.status == "queued", Execution.created_at <= cutoff,
                                    Execution.sent_at <= cutoff)
-        .order_by(Execution.created_at).limit(limit)))
-    if ids:
-        db.session.execute(update(Execution).where(Execution.id.in_(ids))
-                           .values(sent_at=utcnow(), send_count=Execution.send_count + 1)
-                           .execution_options(synchronize_session=False))
-        dispatch.send_runs_after_commit(ids)
+        .order_by(Execution.created_at).limit(limit * _CANDIDATES_PER_RESEND)))
+    if not stale:
+        return []
+    in_queue = dispatch.executions_in_queue()
+    lost = [execution_id for execution_id in stale if in_queue is None or str(execution_id) not in in_queue]
+    if not lost:
+        return []
+    # Still queued now, after the look at Redis: one claimed meanwhile has its message acked.
+    ids = list(db.session.scalars(
+        update(Execution).where(Execution.id.in_(lost[:limit]), Execution.status == "queued")
+        .values(sent_at=utcnow(), send_count=Execution.send_count + 1)
+        .returning(Execution.id).execution_options(synchronize_session=False)))
+    dispatch.send_runs_after_commit(ids)
     return ids
+
+
+#: How many stale candidates are checked against the queue for each one that may be re-sent:
+#: a backlog longer than the threshold is mostly messages still waiting.
+_CANDIDATES_PER_RESEND = 20
 
 
 def mark_stale_running_lost(*, stale_after: timedelta, limit: int = 500) -> list[UUID]:
