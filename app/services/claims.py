@@ -48,11 +48,11 @@ def claim_execution(*, execution_id: UUID, worker_id: str) -> ClaimOutcome:
     Returns:
       the outcome: ``claim`` is None when another delivery took it or it is no longer queued.
     """
-    job_id = db.session.scalar(select(Execution.job_id).where(Execution.id == execution_id))
-    if job_id is None:
+    row = db.session.execute(select(Execution.job_id, Execution.due_at).where(Execution.id == execution_id)).first()
+    if row is None:
         return ClaimOutcome(None)
+    job_id, due_at = row  # neither changes once the execution exists: read before the lock
     job = firing.lock_job(job_id)
-    due_at = db.session.scalar(select(Execution.due_at).where(Execution.id == execution_id))
     if due_at is not None and due_at > utcnow() + timedelta(seconds=1):
         return ClaimOutcome(None, deferred=True, wait_seconds=(due_at - utcnow()).total_seconds())
     if job is not None and job.concurrency_policy == "allow" and job.max_concurrent:
@@ -64,18 +64,16 @@ def claim_execution(*, execution_id: UUID, worker_id: str) -> ClaimOutcome:
             return ClaimOutcome(None, deferred=True)
     token = secrets.token_hex(16)
     now = utcnow()
-    result = db.session.execute(
+    claimed = db.session.execute(
         update(Execution)
         .where(Execution.id == execution_id, Execution.status == "queued")
         .values(status="running", claim_token=token, worker_id=worker_id, started_at=now, heartbeat_at=now)
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
+        .returning(Execution.scheduled_for, Execution.attempt)
+        .execution_options(synchronize_session=False)).first()
+    if claimed is None:
         return ClaimOutcome(None)
-    execution = db.session.get(Execution, execution_id)
-    db.session.refresh(execution)
-    job = db.session.get(Job, execution.job_id)
     return ClaimOutcome(Claim(execution_id=execution_id, token=token, job=job,
-                              scheduled_for=execution.scheduled_for, attempt=execution.attempt))
+                              scheduled_for=claimed.scheduled_for, attempt=claimed.attempt))
 
 
 def append_log(*, claim: Claim, chunks: list[tuple[str, str]],
@@ -130,17 +128,17 @@ def finish_execution(*, claim: Claim, status: str, exit_code: int | None, error_
     if started_at is not None:
         values["started_at"] = started_at
         values["duration_seconds"] = round((completed_at - started_at).total_seconds(), 3)
-    result = db.session.execute(
+    # The row comes back with the update (one round trip): retries and notifications read it.
+    execution = db.session.scalars(
         update(Execution)
         .where(Execution.id == claim.execution_id, Execution.claim_token == claim.token,
                Execution.status == "running")
         .values(**values)
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
+        .returning(Execution)
+        .execution_options(synchronize_session=False, populate_existing=True)).first()
+    if execution is None:
         return False
-    execution = db.session.get(Execution, claim.execution_id)
-    db.session.refresh(execution)
-    job = db.session.get(Job, execution.job_id)
+    job = db.session.get(Job, execution.job_id)  # the worker's session holds it since the claim
     metrics.execution_finished_after_commit(job_type=job.job_type, outcome=status, started_at=execution.started_at,
                                             completed_at=completed_at)
     if retries.schedule_retry(job=job, execution=execution, outcome=status, now=completed_at) is None:
