@@ -114,8 +114,8 @@ def measure(args) -> dict:
         ids = queue_runs(env, job_id, args.warmup + args.runs + args.profile_runs)
         counts = {"statements": 0, "checkouts": 0}
         engine = env.app.extensions["jobplane_db"].engine
-        event.listen(engine, "before_cursor_execute", lambda *_: counts.__setitem__("statements", counts["statements"] + 1))
-        event.listen(engine, "checkout", lambda *_: counts.__setitem__("checkouts", counts["checkouts"] + 1))
+        for event_name, key in (("before_cursor_execute", "statements"), ("checkout", "checkouts")):
+            event.listen(engine, event_name, lambda *_, key=key: counts.__setitem__(key, counts[key] + 1))
         log(f"{args.warmup} warm-up runs, {args.runs} measured, {args.profile_runs} profiled")
         for execution_id in ids[:args.warmup]:
             run_one(env.app, execution_id)

@@ -3,8 +3,8 @@
 Queued executions whose message was lost (Redis restarted, a crash between commit and send) are
 sent again, and only those: one still waiting in a long queue is not.  Running executions whose
 worker stopped heartbeating are declared lost, their claim revoked, and retried by the job's
-policy.  A run that kills its worker every time ends ``failed``
-after its attempts instead of looping.
+policy.  A run that kills its worker every time ends ``failed`` after its attempts instead of
+looping.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import dramatiq
 from dramatiq import Message
 
 from app.extensions import queue
-from app.tasks.broker import KEY_OPTION, keys_in_queue
 from app.services.transactions import after_commit
+from app.tasks.broker import KEY_OPTION, keys_in_queue
 
 #: Queue of job runs; notifications get their own queue so they never wait behind runs.
 EXECUTIONS_QUEUE = "executions"
@@ -51,8 +51,8 @@ def notification_sender() -> Callable[..., None]:
 
 def send(broker: dramatiq.Broker, queue_name: str, actor_name: str, *args,
          delay_seconds: float | None = None, key: str | None = None) -> None:
-    """Send ``actor_name(*args)``; ``key`` (what the message is about) lets ``executions_in_queue`` find
-    it while it waits."""
+    """Send ``actor_name(*args)``; ``key`` (what the message is about) lets the sweeper find it
+    while it waits (``executions_in_queue``)."""
     options = {KEY_OPTION: key} if key else {}
     message = Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options=options)
     broker.enqueue(message, delay=int(delay_seconds * 1000) if delay_seconds else None)
