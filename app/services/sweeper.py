@@ -26,7 +26,7 @@ def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID
     """Send again the executions still queued after ``older_than`` whose message is gone (Redis
     restarted, a crash between commit and send).
 
-    One whose message Redis still holds (waiting in a long queue, delayed, or fetched by a
+    One whose message Redis still holds (waiting in a long queue, delayed, or fetched by a live
     worker) is left alone: sending it again would only cost a claim attempt in a busy queue.
     When the broker cannot tell (standalone mode), every one is sent again.  A second delivery
     is harmless anyway: only one claim can win.
@@ -38,7 +38,8 @@ def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID
         .order_by(Execution.created_at).limit(limit * _CANDIDATES_PER_RESEND)))
     if not stale:
         return []
-    in_queue = dispatch.executions_in_queue()
+    # A worker silent for as long as the threshold is taken for dead, with what it fetched.
+    in_queue = dispatch.executions_in_queue(live_within_seconds=older_than.total_seconds())
     lost = [execution_id for execution_id in stale if in_queue is None or str(execution_id) not in in_queue]
     if not lost:
         return []

@@ -72,7 +72,7 @@ def send_runs(execution_ids: list[UUID]) -> None:
         send_run(execution_id)
 
 
-def executions_in_queue() -> set[str] | None:
-    """Ids of the executions whose run message Redis holds (waiting, delayed or being processed),
-    or None when the broker cannot tell."""
-    return keys_in_queue(queue.broker, EXECUTIONS_QUEUE)
+def executions_in_queue(*, live_within_seconds: float) -> set[str] | None:
+    """Ids of the executions whose run message Redis holds (waiting, delayed, or fetched by a
+    worker heard from within ``live_within_seconds``), or None when the broker cannot tell."""
+    return keys_in_queue(queue.broker, EXECUTIONS_QUEUE, live_within_ms=int(live_within_seconds * 1000))
