@@ -131,7 +131,7 @@ SETTINGS: tuple[Setting, ...] = (
             "tests only: '<point>:<marker file>' crashes the scheduler once at a point of the fire path"),
     Setting("SWEEP_INTERVAL_SECONDS", 5.0, _parse_float, "how often the leader's sweeper runs"),
     Setting("REQUEUE_AFTER_SECONDS", 30.0, _parse_float,
-            "an execution still queued this long is sent to the queue again"),
+            "an execution still queued this long, its message gone from Redis, is sent again"),
     Setting("HEARTBEAT_SECONDS", 2.0, _parse_float,
             "how often a worker heartbeats a running execution (and notices a cancel)"),
     Setting("HEARTBEAT_STALE_SECONDS", 30.0, _parse_float,

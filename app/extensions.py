@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from flask import Flask, current_app, g
 from flask_smorest import Api
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+from app.tasks.broker import KeyedRedisBroker
 
 
 @dataclass
@@ -96,7 +97,7 @@ class Queue:
             broker = StubBroker()
             broker.emit_after("process_boot")
         else:
-            broker = RedisBroker(url=app.config["REDIS_URL"], namespace=app.config["QUEUE_NAMESPACE"])
+            broker = KeyedRedisBroker(url=app.config["REDIS_URL"], namespace=app.config["QUEUE_NAMESPACE"])
         app.extensions["jobplane_broker"] = broker
 
     @property

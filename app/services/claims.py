@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from app.extensions import db
 from app.models import Execution, ExecutionLogChunk, Job
 from app.models.base import utcnow
 from app.observability import metrics
-from app.services import firing, notifications, retries
+from app.services import notifications, retries
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,14 @@ def claim_execution(*, execution_id: UUID, worker_id: str, default_executor: str
     Returns:
       the outcome: ``claim`` is None when another delivery took it or it is no longer queued.
     """
-    job_id = db.session.scalar(select(Execution.job_id).where(Execution.id == execution_id))
-    if job_id is None:
+    row = db.session.execute(_LOCK_JOB_OF_EXECUTION, {"execution_id": execution_id}).first()
+    if row is None:
         return ClaimOutcome(None)
-    job = firing.lock_job(job_id)
-    due_at = db.session.scalar(select(Execution.due_at).where(Execution.id == execution_id))
+    job, due_at, reattach_count, last_heartbeat = row
+    job_id = job.id
     if due_at is not None and due_at > utcnow() + timedelta(seconds=1):
         return ClaimOutcome(None, deferred=True, wait_seconds=(due_at - utcnow()).total_seconds())
-    if job is not None and job.concurrency_policy == "allow" and job.max_concurrent:
+    if job.concurrency_policy == "allow" and job.max_concurrent:
         running = db.session.scalar(select(func.count()).where(
             Execution.job_id == job_id, Execution.status == "running"))
         if running >= job.max_concurrent:
@@ -74,25 +74,14 @@ def claim_execution(*, execution_id: UUID, worker_id: str, default_executor: str
             return ClaimOutcome(None, deferred=True)
     token = secrets.token_hex(16)
     now = utcnow()
-    handed_over = db.session.execute(
-        select(Execution.reattach_count, Execution.heartbeat_at).where(Execution.id == execution_id)).one()
-    resume_log_after = handed_over.heartbeat_at if handed_over.reattach_count else None
-    result = db.session.execute(
-        update(Execution)
-        .where(Execution.id == execution_id, Execution.status == "queued")
-        .values(status="running", claim_token=token, worker_id=worker_id, heartbeat_at=now,
-                started_at=func.coalesce(Execution.started_at, now),
-                executor=func.coalesce(Execution.executor, (job.executor if job else None) or default_executor))
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
+    claimed = db.session.execute(_CLAIM, {"execution_id": execution_id, "token": token, "worker_id": worker_id,
+                                          "now": now, "executor": job.executor or default_executor}).first()
+    if claimed is None:
         return ClaimOutcome(None)
-    execution = db.session.get(Execution, execution_id)
-    db.session.refresh(execution)
-    job = db.session.get(Job, execution.job_id)
     return ClaimOutcome(Claim(execution_id=execution_id, token=token, job=job,
-                              scheduled_for=execution.scheduled_for, attempt=execution.attempt,
-                              executor=execution.executor, resume_log_after=resume_log_after,
-                              started_at=execution.started_at))
+                              scheduled_for=claimed.scheduled_for, attempt=claimed.attempt,
+                              executor=claimed.executor, started_at=claimed.started_at,
+                              resume_log_after=last_heartbeat if reattach_count else None))
 
 
 def append_log(*, claim: Claim, chunks: list[tuple[str, str]],
@@ -141,25 +130,56 @@ def finish_execution(*, claim: Claim, status: str, exit_code: int | None, error_
     Returns:
       False if the claim was revoked meanwhile (nothing is recorded).
     """
-    values = {"status": status, "exit_code": exit_code, "error_message": error_message,
-              "completed_at": completed_at, "heartbeat_at": completed_at, "peak_memory_kb": peak_memory_kb,
+    values = {"execution_id": claim.execution_id, "token": claim.token, "status": status, "exit_code": exit_code,
+              "error_message": error_message, "completed_at": completed_at, "peak_memory_kb": peak_memory_kb,
               "cpu_seconds": cpu_seconds, "sandboxed": sandboxed}
     if started_at is not None:
         values["started_at"] = started_at
         values["duration_seconds"] = round((completed_at - started_at).total_seconds(), 3)
-    result = db.session.execute(
-        update(Execution)
-        .where(Execution.id == claim.execution_id, Execution.claim_token == claim.token,
-               Execution.status == "running")
-        .values(**values)
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
+    # The row comes back with the update (one round trip): retries and notifications read it.
+    execution = db.session.scalars(_FINISH[started_at is not None], values).first()
+    if execution is None:
         return False
-    execution = db.session.get(Execution, claim.execution_id)
-    db.session.refresh(execution)
-    job = db.session.get(Job, execution.job_id)
+    job = db.session.get(Job, execution.job_id)  # the worker's session holds it since the claim
     metrics.execution_finished_after_commit(job_type=job.job_type, outcome=status, started_at=execution.started_at,
                                             completed_at=completed_at)
     if retries.schedule_retry(job=job, execution=execution, outcome=status, now=completed_at) is None:
         notifications.record_outcome(job=job, execution=execution)  # final: in this same transaction
     return True
+
+
+# --- the hot path's statements, built once: building one costs about what running it does --------
+
+#: The execution's job, its row locked until the commit (as ``firing.lock_job``), and its due time.
+_LOCK_JOB_OF_EXECUTION = (select(Job, Execution.due_at, Execution.reattach_count, Execution.heartbeat_at).join(Execution, Execution.job_id == Job.id)
+                          .where(Execution.id == bindparam("execution_id")).with_for_update(of=Job))
+
+#: The claim: ``queued`` -> ``running`` with a fresh token, or nothing if another delivery won.
+_CLAIM = (update(Execution)
+          .where(Execution.id == bindparam("execution_id"), Execution.status == "queued")
+          .values(status="running", claim_token=bindparam("token"), worker_id=bindparam("worker_id"),
+                  heartbeat_at=bindparam("now"),
+                  # a run handed over (its Kubernetes pod ran on) keeps its start and its executor
+                  started_at=func.coalesce(Execution.started_at, bindparam("now")),
+                  executor=func.coalesce(Execution.executor, bindparam("executor")))
+          .returning(Execution.scheduled_for, Execution.attempt, Execution.executor, Execution.started_at)
+          .execution_options(synchronize_session=False))
+
+
+def _finish_statement(*, with_start: bool):
+    """The outcome of a run whose claim still holds, the row returned; ``with_start``: the executor
+    reports when the process started (and so the duration)."""
+    values = {name: bindparam(name) for name in ("status", "exit_code", "error_message", "completed_at",
+                                                 "peak_memory_kb", "cpu_seconds", "sandboxed")}
+    values["heartbeat_at"] = bindparam("completed_at")
+    if with_start:
+        values.update(started_at=bindparam("started_at"), duration_seconds=bindparam("duration_seconds"))
+    return (update(Execution)
+            .where(Execution.id == bindparam("execution_id"), Execution.claim_token == bindparam("token"),
+                   Execution.status == "running")
+            .values(**values)
+            .returning(Execution)
+            .execution_options(synchronize_session=False, populate_existing=True))
+
+
+_FINISH = {True: _finish_statement(with_start=True), False: _finish_statement(with_start=False)}

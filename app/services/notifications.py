@@ -86,10 +86,13 @@ def _channels_of(job: Job) -> list[tuple[str, list[str]]]:
 def record_outcome(*, job: Job, execution: Execution) -> list[Notification]:
     """Record the notifications of an execution's final outcome, in the caller's transaction, and
     send them to the notification actors once it commits."""
-    wanted = [event for event in events_for(job, execution) if event in (job.notify_on or ())]
+    channels = _channels_of(job)
+    if not channels or not job.notify_on:
+        return []  # nobody to tell: spare the worker the look at the previous outcome
+    wanted = [event for event in events_for(job, execution) if event in job.notify_on]
     rows = [Notification(job_id=job.id, execution_id=execution.id, event=event, channel=channel,
                          recipients=recipients, status="pending", next_attempt_at=utcnow())
-            for event in wanted for channel, recipients in _channels_of(job)]
+            for event in wanted for channel, recipients in channels]
     return _add_and_send(rows)
 
 

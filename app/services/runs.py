@@ -56,6 +56,8 @@ def run_execution(*, execution_id: str | UUID, executor_for: Callable[[str], Exe
     with db.unit_of_work():
         outcome = claims.claim_execution(execution_id=execution_id, worker_id=worker_id(),
                                          default_executor=config["EXECUTOR_DEFAULT"])
+        # In the claim's transaction: a job without secrets needs no other before its run.
+        secret_names = job_secrets.names_for_run(job_id=outcome.claim.job.id) if outcome.claim else []
     if outcome.deferred:
         wait = outcome.wait_seconds or config["CONCURRENCY_RETRY_SECONDS"]
         dispatch.run_execution_sender()(execution_id, delay_seconds=wait)
@@ -68,8 +70,10 @@ def run_execution(*, execution_id: str | UUID, executor_for: Callable[[str], Exe
     live = live_log_for(current_app)
     live.publish(execution_id, {"type": "status", "status": "running"})
     try:
-        with db.unit_of_work():  # not left open during the run
-            secret_values = job_secrets.values_for_run(job_id=claim.job.id)
+        secret_values = {}
+        if secret_names:
+            with db.unit_of_work():  # not left open during the run
+                secret_values = job_secrets.values_for_run(job_id=claim.job.id, names=secret_names)
     except JobplaneError as exc:
         secret_values = None
         secret_error = exc.message
@@ -189,12 +193,14 @@ class LogWriter:
         return self.claim_held
 
     def flush(self, final: bool = False) -> None:
+        """Append the pending output and heartbeat; the final flush writes only output, if any
+        (the outcome, recorded right after, checks the claim and heartbeats)."""
         chunks = self._masked(final)
         for stream, text in chunks:
             if stream == "stderr":
                 self.stderr_tail = (self.stderr_tail + text)[-STDERR_TAIL_CHARS:]
         self.last_flush = self.last_heartbeat = time.monotonic()
-        if not self.claim_held:
+        if not self.claim_held or (final and not chunks):
             return
         chunks = self._capped(chunks)
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -110,8 +110,18 @@ def delete_secret(*, actor: Actor, job_id: UUID, name: str) -> None:
                  changes={"secret": secret.name})
 
 
-def values_for_run(*, job_id: UUID) -> dict[str, str]:
-    """Every secret of the job with its value, for the run about to start (the worker's call).
+def names_for_run(*, job_id: UUID) -> list[str]:
+    """The names of the job's secrets (the worker reads them in its claim's transaction)."""
+    return list(db.session.scalars(_NAMES_OF_JOB, {"job_id": job_id}).all())
+
+
+#: Built once: on the worker's hot path, building the statement cost about as much as running it.
+_NAMES_OF_JOB = select(JobSecret.name).where(JobSecret.job_id == bindparam("job_id")).order_by(JobSecret.name)
+
+
+def values_for_run(*, job_id: UUID, names: list[str] | None = None) -> dict[str, str]:
+    """Every secret of the job (or those ``names``, already read) with its value, for the run
+    about to start (the worker's call).
 
     A job without secrets never touches the backend.
 
@@ -120,8 +130,8 @@ def values_for_run(*, job_id: UUID) -> dict[str, str]:
         this message (spec §7.2: no degraded mode). ``SecretUnreadable``, a subclass, when a
         value is missing or cannot be decrypted.
     """
-    names = list(db.session.scalars(select(JobSecret.name).where(JobSecret.job_id == job_id)
-                                    .order_by(JobSecret.name)).all())
+    if names is None:
+        names = names_for_run(job_id=job_id)
     if not names:
         return {}
     return secret_backend().get_many(job_id=job_id, names=names)

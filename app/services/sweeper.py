@@ -1,9 +1,10 @@
 """The sweeper, run by the scheduler leader: no execution stays queued or running forever.
 
 Queued executions whose message was lost (Redis restarted, a crash between commit and send) are
-sent again; running executions whose worker stopped heartbeating are declared lost, their claim
-revoked, and retried by the job's policy.  A run that kills its worker every time ends ``failed``
-after its attempts instead of looping.
+sent again, and only those: one still waiting in a long queue is not.  Running executions whose
+worker stopped heartbeating are declared lost, their claim revoked, and retried by the job's
+policy.  A run that kills its worker every time ends ``failed`` after its attempts instead of
+looping.
 
 A Kubernetes run outlives its worker: its pod keeps running.  So a stale Kubernetes run is not
 lost but handed over: queued again (same execution, a new claim) and re-sent; the worker that
@@ -16,7 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 
 from app.extensions import db
 from app.models import Execution, Job
@@ -27,22 +28,43 @@ from app.tasks import dispatch
 
 
 def resend_stale_queued(*, older_than: timedelta, limit: int = 500) -> list[UUID]:
-    """Send again the executions still queued after ``older_than`` (a lost message, a crash
-    between commit and send), and at once those never sent (queued by the CLI beside a standalone
-    process, whose queue lives in that process). A second delivery is harmless: only one claim can
-    win."""
+    """Send the executions never sent (queued by the CLI beside a standalone process, whose queue
+    lives in that process), and again those still queued after ``older_than`` whose message is
+    gone (Redis restarted, a crash between commit and send).
+
+    One whose message Redis still holds (waiting in a long queue, delayed, or fetched by a live
+    worker) is left alone: sending it again would only cost a claim attempt in a busy queue.
+    When the broker cannot tell (standalone mode), every one is sent again.  A second delivery
+    is harmless anyway: only one claim can win.
+    """
     cutoff = utcnow() - older_than
-    ids = list(db.session.scalars(
-        select(Execution.id).where(Execution.status == "queued",
-                                   or_(Execution.send_count == 0,
-                                       and_(Execution.created_at <= cutoff, Execution.sent_at <= cutoff)))
+    never_sent = list(db.session.scalars(
+        select(Execution.id).where(Execution.status == "queued", Execution.send_count == 0)
         .order_by(Execution.created_at).limit(limit)))
-    if ids:
-        db.session.execute(update(Execution).where(Execution.id.in_(ids))
-                           .values(sent_at=utcnow(), send_count=Execution.send_count + 1)
-                           .execution_options(synchronize_session=False))
-        dispatch.send_runs_after_commit(ids)
+    stale = list(db.session.scalars(
+        select(Execution.id).where(Execution.status == "queued", Execution.send_count > 0,
+                                   Execution.created_at <= cutoff, Execution.sent_at <= cutoff)
+        .order_by(Execution.created_at).limit(limit * _CANDIDATES_PER_RESEND)))
+    lost: list[UUID] = []
+    if stale:
+        # A worker silent for as long as the threshold is taken for dead, with what it fetched.
+        in_queue = dispatch.executions_in_queue(live_within_seconds=older_than.total_seconds())
+        lost = [execution_id for execution_id in stale if in_queue is None or str(execution_id) not in in_queue]
+    to_send = (never_sent + lost)[:limit]
+    if not to_send:
+        return []
+    # Still queued now, after the look at Redis: one claimed meanwhile has its message acked.
+    ids = list(db.session.scalars(
+        update(Execution).where(Execution.id.in_(to_send), Execution.status == "queued")
+        .values(sent_at=utcnow(), send_count=Execution.send_count + 1)
+        .returning(Execution.id).execution_options(synchronize_session=False)))
+    dispatch.send_runs_after_commit(ids)
     return ids
+
+
+#: How many stale candidates are checked against the queue for each one that may be re-sent:
+#: a backlog longer than the threshold is mostly messages still waiting.
+_CANDIDATES_PER_RESEND = 20
 
 
 def hand_over_stale_kubernetes_runs(*, stale_after: timedelta, reattach_limit: int) -> list[UUID]:

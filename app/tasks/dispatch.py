@@ -14,6 +14,7 @@ from dramatiq import Message
 
 from app.extensions import queue
 from app.services.transactions import after_commit
+from app.tasks.broker import KEY_OPTION, keys_in_queue
 
 #: Queue of job runs; notifications get their own queue so they never wait behind runs.
 EXECUTIONS_QUEUE = "executions"
@@ -31,7 +32,8 @@ def run_execution_sender() -> Callable[..., None]:
     broker = queue.broker
 
     def send_run(execution_id: UUID, delay_seconds: float | None = None) -> None:
-        send(broker, EXECUTIONS_QUEUE, RUN_EXECUTION, str(execution_id), delay_seconds=delay_seconds)
+        send(broker, EXECUTIONS_QUEUE, RUN_EXECUTION, str(execution_id), delay_seconds=delay_seconds,
+             key=str(execution_id))
 
     return send_run
 
@@ -48,8 +50,11 @@ def notification_sender() -> Callable[..., None]:
 
 
 def send(broker: dramatiq.Broker, queue_name: str, actor_name: str, *args,
-         delay_seconds: float | None = None) -> None:
-    message = Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})
+         delay_seconds: float | None = None, key: str | None = None) -> None:
+    """Send ``actor_name(*args)``; ``key`` (what the message is about) lets the sweeper find it
+    while it waits (``executions_in_queue``)."""
+    options = {KEY_OPTION: key} if key else {}
+    message = Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options=options)
     broker.enqueue(message, delay=int(delay_seconds * 1000) if delay_seconds else None)
 
 
@@ -65,3 +70,9 @@ def send_runs(execution_ids: list[UUID]) -> None:
     send_run = run_execution_sender()
     for execution_id in execution_ids:
         send_run(execution_id)
+
+
+def executions_in_queue(*, live_within_seconds: float) -> set[str] | None:
+    """Ids of the executions whose run message Redis holds (waiting, delayed, or fetched by a
+    worker heard from within ``live_within_seconds``), or None when the broker cannot tell."""
+    return keys_in_queue(queue.broker, EXECUTIONS_QUEUE, live_within_ms=int(live_within_seconds * 1000))

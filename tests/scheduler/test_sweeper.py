@@ -8,12 +8,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app.extensions import db
+from app.extensions import db, queue
 from app.models import Execution
 from app.models.base import utcnow
 from app.scheduler.leader import FileLeaderLock
 from app.scheduler.service import SchedulerService
 from app.services import claims, executions, sweeper
+from app.tasks import dispatch
+from app.tasks.broker import KeyedRedisBroker
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -53,6 +55,47 @@ def test_a_queued_execution_whose_message_was_lost_is_sent_again_and_runs(app, j
     assert status_of(app, fresh) == "queued"
     with app.app_context():
         assert db.session.get(Execution, stale).send_count == 2
+
+
+def next_message(consumer):
+    """The consumer's next message (it answers None while it backs off between polls)."""
+    for _ in range(100):
+        message = next(consumer)
+        if message is not None:
+            return message
+    raise AssertionError("no message came out of the queue")
+
+
+def test_only_executions_whose_message_is_gone_are_sent_again(app, job):
+    # Given five executions queued a minute ago and no worker: Redis holds the message of the
+    # first in the queue, of the second in the delay queue (a retry's backoff), of the third in a
+    # live consumer's hands (fetched, not acknowledged), of the fourth in the hands of a consumer
+    # that stopped heartbeating (SIGKILLed), and has lost the fifth's
+    waiting, delayed, fetched, orphaned, vanished = (insert_queued(app, job["id"], minutes_ago=1) for _ in range(5))
+    with app.app_context():
+        send = dispatch.run_execution_sender()
+        send(fetched)
+        send(orphaned)
+        send(waiting)
+        send(delayed, delay_seconds=600)
+        broker = queue.broker
+        consumer = broker.consume(dispatch.EXECUTIONS_QUEUE, prefetch=1, timeout=100)
+        assert next_message(consumer).args[0] == fetched
+        dead_broker = KeyedRedisBroker(url=app.config["REDIS_URL"], namespace=broker.namespace)
+        dead_consumer = dead_broker.consume(dispatch.EXECUTIONS_QUEUE, prefetch=1, timeout=100)
+        assert next_message(dead_consumer).args[0] == orphaned
+        broker.client.zadd(f"{broker.namespace}:__heartbeats__", {dead_broker.broker_id: 0})
+        # When the sweeper looks after the 30 s threshold
+        with db.unit_of_work():
+            resent = sweeper.resend_stale_queued(older_than=timedelta(seconds=30))
+        # Then only the lost and the orphaned ones are sent again
+        assert sorted(str(execution_id) for execution_id in resent) == sorted([orphaned, vanished])
+        assert {str(e.id): e.send_count for e in db.session.scalars(select(Execution))} == {
+            waiting: 1, delayed: 1, fetched: 1, orphaned: 2, vanished: 2}
+        held = dispatch.executions_in_queue(live_within_seconds=30)
+        assert held == {waiting, delayed, fetched, orphaned, vanished}  # one message each now
+        consumer.close()
+        dead_consumer.close()
 
 
 def test_a_running_execution_without_heartbeat_is_declared_lost(app, job):

@@ -1,0 +1,81 @@
+"""Dramatiq's Redis broker, with messages that can be found again by what they are about.
+
+Dramatiq gives every message it puts in Redis a random id (``redis_message_id``): the entry of
+the queue's list ``<namespace>:<queue>`` (or ``<queue>.DQ`` while it is delayed) until a worker
+fetches it, then of that worker's ack set ``<namespace>:__acks__.<worker>.<queue>`` until the
+worker acknowledges it.  Here a message sent with a ``key`` option (an execution id) gets the id
+``<key>.<random>``: still unique per enqueue, as Dramatiq requires, and the key stays when a
+delayed message is moved to its queue.  The sweeper can then tell an execution whose message is
+waiting in a long queue from one whose message is gone (Redis restarted, a crash between the
+commit and the send).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+from uuid import uuid4
+
+import dramatiq
+from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis, dq_name
+
+#: The message option naming what a message is about; the prefix of its Redis id.
+KEY_OPTION = "jobplane_key"
+
+
+class KeyedRedisBroker(RedisBroker):
+    """A ``RedisBroker`` whose Redis message ids start with the message's ``jobplane_key``."""
+
+    def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
+        # RedisBroker.enqueue, but for the id: it draws a bare uuid4, unconditionally.
+        key = message.options.get(KEY_OPTION)
+        redis_message_id = f"{key}.{uuid4()}" if key else str(uuid4())
+        message = message.copy(options={"redis_message_id": redis_message_id})
+        queue_name = message.queue_name
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+        self.emit_before("enqueue", message, delay)
+        self.do_enqueue(queue_name, redis_message_id, message.encode())
+        self.emit_after("enqueue", message, delay)
+        return message
+
+
+def keys_in_queue(broker: dramatiq.Broker, queue_name: str, *, live_within_ms: int) -> set[str] | None:
+    """The keys of the messages held for ``queue_name``: waiting, delayed, or fetched by a worker
+    that is alive (heard from within ``live_within_ms``) and has not acknowledged them yet.
+
+    A message fetched by a dead worker does not count: Dramatiq gives it back only after the
+    worker's heartbeat expires and another worker wins a maintenance roll (12 minutes once), so it
+    is as good as lost.  Nor does a dead-lettered one.
+
+    Returns:
+      None when the broker cannot tell (the in-memory broker of standalone mode).
+    """
+    if not isinstance(broker, KeyedRedisBroker):
+        return None
+    ids = broker.client.eval(_HELD_MESSAGE_IDS, 0, broker.namespace, queue_name,
+                             current_millis() - live_within_ms)
+    return {message_id.decode().rpartition(".")[0] for message_id in ids}
+
+
+#: The ids of the messages of a queue (ARGV[2]) and its delay queue that wait in their lists or
+#: sit in the ack sets of workers whose last heartbeat is at least ARGV[3] (ms); one script, so
+#: that a message moving from the delay queue to the queue is seen in one place or the other.
+#: The keys are Dramatiq's (dramatiq/brokers/redis/dispatch.lua).
+_HELD_MESSAGE_IDS = """
+local namespace, queue, live_since = ARGV[1], ARGV[2], ARGV[3]
+local queues = {queue, queue .. ".DQ"}
+local ids = {}
+for _, name in ipairs(queues) do
+  for _, id in ipairs(redis.call("lrange", namespace .. ":" .. name, 0, -1)) do table.insert(ids, id) end
+end
+for _, worker in ipairs(redis.call("zrangebyscore", namespace .. ":__heartbeats__", live_since, "+inf")) do
+  for _, name in ipairs(queues) do
+    local acks = namespace .. ":__acks__." .. worker .. "." .. name
+    for _, id in ipairs(redis.call("smembers", acks)) do table.insert(ids, id) end
+  end
+end
+return ids
+"""
