@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from datetime import datetime
 from uuid import UUID
 
 from flask import current_app
@@ -22,8 +23,9 @@ from app import observability
 from app.errors import JobplaneError
 from app.executors.base import Executor, ResourceLimits, RunResult, RunSpec
 from app.extensions import db
+from app.models import Job
 from app.models.base import utcnow
-from app.services import claims
+from app.services import claims, staged_runs
 from app.services import secrets as job_secrets
 from app.services.claims import Claim
 from app.services.live import live_log_for
@@ -41,16 +43,28 @@ def worker_id() -> str:
 
 
 def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None:
-    """Claim and run an execution; a delivery that loses the claim does nothing.
+    """Claim and run an execution; a delivery that loses the claim does nothing.  A staged
+    execution (its fire time still ahead) is prepared first and started at its time (``staged_runs``).
 
     Returns:
       the final status, "deferred" when it may not start yet (its retry delay, or its job's
       max_concurrent), or None when this delivery did not win the claim.
     """
     execution_id = UUID(str(execution_id))
+    staged = staged_runs.prepare(execution_id=execution_id, executor=executor, build_spec=run_spec)
+    try:
+        return _claim_and_run(execution_id, executor, staged)
+    finally:
+        if staged is not None:
+            staged.discard()  # whatever broke before the release: no held process outlives it
+
+
+def _claim_and_run(execution_id: UUID, executor: Executor, staged: staged_runs.StagedRun | None) -> str | None:
     config = current_app.config
     with db.unit_of_work():
         outcome = claims.claim_execution(execution_id=execution_id, worker_id=worker_id())
+        if staged is not None:
+            staged.claimed(outcome)
     if outcome.deferred:
         wait = outcome.wait_seconds or config["CONCURRENCY_RETRY_SECONDS"]
         dispatch.run_execution_sender()(execution_id, delay_seconds=wait)
@@ -62,12 +76,13 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
     observability.run_started(claim)
     live = live_log_for(current_app)
     live.publish(execution_id, {"type": "status", "status": "running"})
-    try:
-        with db.unit_of_work():  # not left open during the run
-            secret_values = job_secrets.values_for_run(job_id=claim.job.id)
-    except JobplaneError as exc:
-        secret_values = None
-        secret_error = exc.message
+    secret_values = staged.secret_values if staged is not None else None
+    if secret_values is None:
+        try:
+            with db.unit_of_work():  # not left open during the run
+                secret_values = job_secrets.values_for_run(job_id=claim.job.id)
+        except JobplaneError as exc:
+            secret_error = exc.message
     masker = SecretMasker((secret_values or {}).values())
     observability.run_masker(masker)
     writer = LogWriter(claim, masker=masker, live=live, flush_seconds=config["LOG_FLUSH_SECONDS"],
@@ -76,7 +91,7 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
         result = RunResult("failed", None, f"the job's secrets could not be read: {secret_error}", None,
                            utcnow(), False)
     else:
-        result = _run(claim, executor, writer, secret_values)
+        result = _run(claim, executor, writer, secret_values, staged)
     writer.flush(final=True)
     if result.status == "cancelled":
         # The claim was revoked (cancelled, replaced, declared lost): the row is not ours to write.
@@ -97,28 +112,37 @@ def run_execution(*, execution_id: str | UUID, executor: Executor) -> str | None
     return result.status
 
 
-def _run(claim: Claim, executor: Executor, writer: "LogWriter", secret_values: dict[str, str]) -> RunResult:
-    job = claim.job
-    spec = RunSpec(
-        execution_id=str(claim.execution_id), job_type=job.job_type, timeout_seconds=job.effective_timeout_seconds,
-        script=job.script, script_url=job.script_url, script_ref=job.script_ref, script_path=job.script_path,
-        env={**(job.env or {}), **secret_values, **_metadata(claim)}, network=job.network_enabled,
-        limits=ResourceLimits(cpus=job.cpu_limit, memory_mb=job.memory_limit_mb,
-                              cpu_time_seconds=job.cpu_time_limit_seconds, open_files=job.max_open_files,
-                              processes=job.max_processes))
+def _run(claim: Claim, executor: Executor, writer: "LogWriter", secret_values: dict[str, str],
+         staged: staged_runs.StagedRun | None) -> RunResult:
+    spec = run_spec(claim.job, claim.execution_id, claim.scheduled_for, claim.attempt, secret_values)
     try:
+        if staged is not None:
+            return staged.run(executor, spec, output=writer.write, tick=writer.tick)
         return executor.run(spec, output=writer.write, tick=writer.tick)
     except Exception as exc:  # the run must end recorded, whatever broke
         logger.exception("execution %s: executor error", claim.execution_id)
         return RunResult("failed", None, f"Jobplane could not run the script: {exc}", None, utcnow(), False)
 
 
-def _metadata(claim: Claim) -> dict[str, str]:
-    return {"JOBPLANE_JOB_ID": str(claim.job.id),
-            "JOBPLANE_JOB_NAME": claim.job.name,
-            "JOBPLANE_EXECUTION_ID": str(claim.execution_id),
-            "JOBPLANE_SCHEDULED_FOR": claim.scheduled_for.isoformat(),
-            "JOBPLANE_ATTEMPT": str(claim.attempt)}
+def run_spec(job: Job, execution_id: UUID, scheduled_for: datetime, attempt: int,
+             secret_values: dict[str, str]) -> RunSpec:
+    """What the executor needs to run an execution of ``job``."""
+    return RunSpec(
+        execution_id=str(execution_id), job_type=job.job_type, timeout_seconds=job.effective_timeout_seconds,
+        script=job.script, script_url=job.script_url, script_ref=job.script_ref, script_path=job.script_path,
+        env={**(job.env or {}), **secret_values, **_metadata(job, execution_id, scheduled_for, attempt)},
+        network=job.network_enabled,
+        limits=ResourceLimits(cpus=job.cpu_limit, memory_mb=job.memory_limit_mb,
+                              cpu_time_seconds=job.cpu_time_limit_seconds, open_files=job.max_open_files,
+                              processes=job.max_processes))
+
+
+def _metadata(job: Job, execution_id: UUID, scheduled_for: datetime, attempt: int) -> dict[str, str]:
+    return {"JOBPLANE_JOB_ID": str(job.id),
+            "JOBPLANE_JOB_NAME": job.name,
+            "JOBPLANE_EXECUTION_ID": str(execution_id),
+            "JOBPLANE_SCHEDULED_FOR": scheduled_for.isoformat(),
+            "JOBPLANE_ATTEMPT": str(attempt)}
 
 
 #: how much of a failed run's stderr its error message quotes (its last lines)

@@ -1,0 +1,119 @@
+"""Staged executions: the worker's side.
+
+A staged execution reaches a worker before its fire time (``staging``).  The worker then, without
+claiming it:
+
+1. reads the execution, its job and the job's secrets, and builds the run;
+2. has the executor start the run's process held by a launcher (``executors.launcher``): the
+   working directory, the script file, resource limits and the sandbox exist, the job's code
+   does not run;
+3. waits until ``CLAIM_AHEAD_SECONDS`` before the fire time and claims the execution as any
+   other (``queued`` → ``running``, ``started_at`` = the fire time); a lost claim (cancelled,
+   withdrawn by a pause or an edit, taken by another delivery) discards the held process;
+4. releases the launcher at the fire time, never before: the job's code starts then.
+
+Until the claim the execution is plainly ``queued``, with no claim token: a worker that dies during
+the wait leaves it to the sweeper, like a lost message (its held process dies with it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+from uuid import UUID
+
+from sqlalchemy import select, update
+
+from app.errors import JobplaneError
+from app.executors.base import Executor, OutputSink, RunResult, RunSpec, Tick
+from app.executors.launcher import StagedProcess, sleep_until
+from app.extensions import db
+from app.models import Execution, Job
+from app.models.base import utcnow
+from app.services import secrets as job_secrets
+from app.services.claims import ClaimOutcome
+
+logger = logging.getLogger(__name__)
+
+#: The claim's transaction and the run's bookkeeping (live status, log writer) happen in this
+#: margin before the fire time, so that at the fire time only the release remains.  The execution
+#: shows ``running`` (``started_at`` = its fire time) for at most this long before its code starts.
+CLAIM_AHEAD_SECONDS = 0.05
+#: A message that arrives with less time than this before the fire time is run the usual way.
+MIN_LEAD_SECONDS = 0.1
+
+#: Builds a run from (job, execution id, scheduled_for, attempt, secret values).
+SpecBuilder = Callable[[Job, UUID, datetime, int, dict[str, str]], RunSpec]
+
+
+@dataclass
+class StagedRun:
+    """A staged execution prepared by this worker, waiting for its fire time."""
+
+    execution_id: UUID
+    scheduled_for: datetime
+    job_version: int
+    #: the job's secrets, read when the run was prepared (None: they could not be read)
+    secret_values: dict[str, str] | None
+    secret_error: str | None = None
+    #: the held process (None: the executor cannot stage; the run starts the usual way at its time)
+    process: StagedProcess | None = field(default=None, repr=False)
+
+    def claimed(self, outcome: ClaimOutcome) -> None:
+        """After the claim, in its transaction: a won claim gets ``started_at`` = the fire time (the
+        executor records the real start when the run ends); otherwise the held process goes."""
+        claim = outcome.claim
+        if claim is None:
+            self.discard()
+            return
+        if claim.job.version != self.job_version:  # changed by a path that did not withdraw it
+            self.discard()
+            self.secret_values = None
+        db.session.execute(update(Execution).where(Execution.id == claim.execution_id,
+                                                   Execution.claim_token == claim.token)
+                           .values(started_at=max(utcnow(), self.scheduled_for))
+                           .execution_options(synchronize_session=False))
+
+    def run(self, executor: Executor, spec: RunSpec, *, output: OutputSink, tick: Tick) -> RunResult:
+        """Start the run at its fire time, not before, and supervise it to its end."""
+        if self.process is not None:
+            process, self.process = self.process, None
+            return process.release_at(self.scheduled_for, output=output, tick=tick)
+        sleep_until(self.scheduled_for)
+        return executor.run(spec, output=output, tick=tick)
+
+    def discard(self) -> None:
+        if self.process is not None:
+            process, self.process = self.process, None
+            process.discard()
+
+
+def prepare(*, execution_id: UUID, executor: Executor, build_spec: SpecBuilder) -> StagedRun | None:
+    """Prepare a staged execution and wait until its claim moment.
+
+    Returns:
+      None at once if the execution is not staged (not queued, or its fire time has come): it is
+      claimed and run the usual way.  Otherwise the prepared run, returned ``CLAIM_AHEAD_SECONDS``
+      before its fire time; it must then be claimed, and ``StagedRun.claimed`` told the outcome.
+    """
+    with db.unit_of_work():
+        row = db.session.execute(select(Execution.status, Execution.scheduled_for, Execution.attempt,
+                                        Execution.job_id, Execution.due_at).where(Execution.id == execution_id)).first()
+        if row is None or row.status != "queued" or row.due_at is not None or \
+                row.scheduled_for - utcnow() < timedelta(seconds=MIN_LEAD_SECONDS):
+            return None
+        job = db.session.get(Job, row.job_id)
+        staged = StagedRun(execution_id=execution_id, scheduled_for=row.scheduled_for, job_version=job.version,
+                           secret_values=None)
+        try:
+            staged.secret_values = job_secrets.values_for_run(job_id=job.id)
+        except JobplaneError as exc:
+            staged.secret_error = exc.message
+        spec = build_spec(job, execution_id, row.scheduled_for, row.attempt, staged.secret_values or {})
+    stage = getattr(executor, "stage", None)
+    if staged.secret_values is not None and stage is not None:
+        staged.process = stage(spec)
+    sleep_until(staged.scheduled_for - timedelta(seconds=CLAIM_AHEAD_SECONDS))
+    return staged
