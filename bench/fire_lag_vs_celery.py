@@ -122,11 +122,15 @@ def run_jobplane_round(env: JobplaneBench, round_no: int, jobs: int, per_job: in
         record = lag_of(row)
         if record is None:
             return "not_successful" if row["status"] != "success" else "no_start_line"
-        return {"lag_ms": record["lag_ms"],
-                "stages": {"fire -> execution insert (scheduler)": record["fire_to_insert_ms"],
-                           "insert -> sandbox spawn (commit, Redis, poll, claim)": record["insert_to_spawn_ms"],
-                           "spawn -> script start (bwrap + bash)": record["spawn_to_start_ms"]},
-                "scheduled_for": fire_time.timestamp()}
+        if record["fire_to_insert_ms"] < 0:  # staged: recorded ahead, its process held until the fire time
+            stages = {"staged: execution insert, ms BEFORE the fire": -record["fire_to_insert_ms"],
+                      "staged: fire -> launcher released (started_at)": record["lag_ms"] - record["spawn_to_start_ms"],
+                      "staged: release -> script start (exec bash)": record["spawn_to_start_ms"]}
+        else:
+            stages = {"fire -> execution insert (scheduler)": record["fire_to_insert_ms"],
+                      "insert -> sandbox spawn (commit, Redis, poll, claim)": record["insert_to_spawn_ms"],
+                      "spawn -> script start (bwrap + bash)": record["spawn_to_start_ms"]}
+        return {"lag_ms": record["lag_ms"], "stages": stages, "scheduled_for": fire_time.timestamp()}
 
     return tally(window_of(rows, job_ids, per_job), {(r["job_id"], r["scheduled_for"]): r for r in rows},
                  jobs, per_job, sample, complete)
