@@ -94,15 +94,18 @@ def prepare(*, execution_id: UUID, executor: Executor, build_spec: SpecBuilder) 
     """Prepare a staged execution and wait until its claim moment.
 
     Returns:
-      None at once if the execution is not staged (not queued, or its fire time has come): it is
-      claimed and run the usual way.  Otherwise the prepared run, returned ``CLAIM_AHEAD_SECONDS``
+      None if the execution is not staged (not queued, or its fire time has come), or too close to
+      its fire time to be prepared (then at its fire time): it is claimed and run the usual way.  Otherwise the prepared run, returned ``CLAIM_AHEAD_SECONDS``
       before its fire time; it must then be claimed, and ``StagedRun.claimed`` told the outcome.
     """
     with db.unit_of_work():
         row = db.session.execute(select(Execution.status, Execution.scheduled_for, Execution.attempt,
                                         Execution.job_id, Execution.due_at).where(Execution.id == execution_id)).first()
-        if row is None or row.status != "queued" or row.due_at is not None or \
-                row.scheduled_for - utcnow() < timedelta(seconds=MIN_LEAD_SECONDS):
+        if row is None or row.status != "queued" or row.due_at is not None or row.scheduled_for <= utcnow():
+            return None
+        if row.scheduled_for - utcnow() < timedelta(seconds=MIN_LEAD_SECONDS):
+            db.session.rollback()
+            sleep_until(row.scheduled_for)  # too close to prepare: the usual way, but not before its time
             return None
         job = db.session.get(Job, row.job_id)
         staged = StagedRun(execution_id=execution_id, scheduled_for=row.scheduled_for, job_version=job.version,
