@@ -20,7 +20,7 @@ from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.fire import fire_due_job
 from app.scheduler.stager import Stager
-from app.services import runs, sweeper
+from app.services import runs, staged_runs, sweeper
 from app.services.firing import record_fires
 from app.tasks import dispatch
 from tests.helpers import processes_with, wait_for
@@ -147,7 +147,7 @@ def test_a_staged_run_is_prepared_ahead_and_its_code_starts_at_its_time(app, cli
     worker.start()
     # Then before the fire time its sandbox exists, held by the launcher, and the run is still queued
     wait_for(lambda: processes_with(execution_id), timeout=5, message="the sandbox to be spawned ahead")
-    assert datetime.now(timezone.utc) < fire_time - timedelta(seconds=0.1)
+    assert datetime.now(timezone.utc) < fire_time - timedelta(seconds=staged_runs.CLAIM_AHEAD_SECONDS)
     [row] = rows(app, job["id"])
     assert (row.status, row.started_at, logs(app, execution_id)) == ("queued", None, "")
     # And its code starts at the fire time, never before; started_at is the real start
@@ -175,7 +175,7 @@ def test_a_staged_run_cancelled_paused_or_edited_during_its_wait_never_starts(ap
     else:
         response = client.patch(f"/api/v1/jobs/{job['id']}", headers=admin, json={"script": "echo edited"})
     assert response.status_code == 200, response.json
-    assert datetime.now(timezone.utc) < fire_time
+    assert datetime.now(timezone.utc) < fire_time - timedelta(seconds=staged_runs.CLAIM_AHEAD_SECONDS)
     # Then the worker drops it at its claim and nothing of it ever runs
     worker.join(timeout=30)
     assert worker.outcome is None
@@ -194,15 +194,17 @@ def test_a_staged_run_cancelled_paused_or_edited_during_its_wait_never_starts(ap
 
 
 def test_a_worker_killed_while_holding_a_staged_run_loses_no_fire(app, client, admin, processes):
-    # Given a worker holding a run staged ahead (far enough for the worker to start first)
+    # Given a worker holding a run staged ahead
     job = create_job(client, admin)
     worker = processes.worker()
-    execution_id, fire_time = stage_fire_ahead(app, job["id"], lead=6)
+    wait_for(lambda: "ready for action" in processes.log(worker), timeout=30, message="the worker to start")
+    execution_id, fire_time = stage_fire_ahead(app, job["id"], lead=4)
     with app.app_context():
         dispatch.send_runs([execution_id])
     wait_for(lambda: processes_with(execution_id), timeout=20, message="the sandbox\n" + processes.logs())
-    # When it is SIGKILLed during the wait
+    # When it is SIGKILLed during the wait, before its claim
     processes.kill(worker, signal.SIGKILL)
+    assert datetime.now(timezone.utc) < fire_time - timedelta(seconds=staged_runs.CLAIM_AHEAD_SECONDS)
     # Then its held sandbox dies with it, the run stays queued and unclaimed...
     wait_for(lambda: not processes_with(execution_id), timeout=5, message="the held sandbox to go")
     [row] = rows(app, job["id"])

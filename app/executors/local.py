@@ -116,7 +116,7 @@ class LocalExecutor:
         script = self._place_script(workdir, spec)
         argv = ([self.python, "-u"] if spec.job_type == "python" else [self.bash]) + [script]
         if staged:
-            argv = launcher_argv(argv)
+            argv = launcher_argv(self.python, argv)
         notices = []
         if sandboxed:
             home = sandbox.SANDBOX_WORKDIR

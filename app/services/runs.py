@@ -65,6 +65,8 @@ def _claim_and_run(execution_id: UUID, executor: Executor, staged: staged_runs.S
         outcome = claims.claim_execution(execution_id=execution_id, worker_id=worker_id())
         if staged is not None:
             staged.claimed(outcome)
+    if staged is not None and outcome.claim is not None:
+        staged.release()  # first, so that the bookkeeping below cannot make it late
     if outcome.deferred:
         wait = outcome.wait_seconds or config["CONCURRENCY_RETRY_SECONDS"]
         dispatch.run_execution_sender()(execution_id, delay_seconds=wait)

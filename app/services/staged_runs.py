@@ -10,7 +10,8 @@ claiming it:
 3. waits until ``CLAIM_AHEAD_SECONDS`` before the fire time and claims the execution as any
    other (``queued`` → ``running``, ``started_at`` = the fire time); a lost claim (cancelled,
    withdrawn by a pause or an edit, taken by another delivery) discards the held process;
-4. releases the launcher at the fire time, never before: the job's code starts then.
+4. as soon as the claim is committed, releases the launcher for the fire time: the launcher
+   starts the job's code then, never before.
 
 Until the claim the execution is plainly ``queued``, with no claim token: a worker that dies during
 the wait leaves it to the sweeper, like a lost message (its held process dies with it).
@@ -38,9 +39,12 @@ from app.services.claims import ClaimOutcome
 logger = logging.getLogger(__name__)
 
 #: The claim's transaction and the run's bookkeeping (live status, log writer) happen in this
-#: margin before the fire time, so that at the fire time only the release remains.  The execution
-#: shows ``running`` (``started_at`` = its fire time) for at most this long before its code starts.
-CLAIM_AHEAD_SECONDS = 0.05
+#: margin before the fire time, so that at the fire time only the launcher's own wake-up remains.
+#: The execution shows ``running`` (``started_at`` = its fire time) for at most this long before its
+#: code starts.  50 ms was too short on a loaded machine: claims were won after the fire time.
+CLAIM_AHEAD_SECONDS = 0.2
+#: A staged run released later than this after its fire time is logged as a warning.
+LATE_RELEASE_SECONDS = 0.02
 #: A message that arrives with less time than this before the fire time is run the usual way.
 MIN_LEAD_SECONDS = 0.1
 
@@ -60,6 +64,8 @@ class StagedRun:
     secret_error: str | None = None
     #: the held process (None: the executor cannot stage; the run starts the usual way at its time)
     process: StagedProcess | None = field(default=None, repr=False)
+    #: when the claim was won (for the late-release warning)
+    claimed_at: datetime | None = None
 
     def claimed(self, outcome: ClaimOutcome) -> None:
         """After the claim, in its transaction: a won claim gets ``started_at`` = the fire time (the
@@ -68,6 +74,7 @@ class StagedRun:
         if claim is None:
             self.discard()
             return
+        self.claimed_at = utcnow()
         if claim.job.version != self.job_version:  # changed by a path that did not withdraw it
             self.discard()
             self.secret_values = None
@@ -76,11 +83,23 @@ class StagedRun:
                            .values(started_at=max(utcnow(), self.scheduled_for))
                            .execution_options(synchronize_session=False))
 
+    def release(self) -> None:
+        """Right after the claim's commit: the held process starts the job's code at the fire time."""
+        if self.process is None:
+            return
+        started = self.process.release(self.scheduled_for)
+        late = (started - self.scheduled_for).total_seconds()
+        if late > LATE_RELEASE_SECONDS:
+            ready = (self.scheduled_for - self.claimed_at).total_seconds() if self.claimed_at else float("nan")
+            logger.warning("execution %s: released %.0f ms after its fire time (its claim was won %.0f ms before "
+                           "it); the worker or the machine is overloaded", self.execution_id, late * 1000,
+                           ready * 1000)
+
     def run(self, executor: Executor, spec: RunSpec, *, output: OutputSink, tick: Tick) -> RunResult:
-        """Start the run at its fire time, not before, and supervise it to its end."""
+        """Supervise the released run; without a held process, start it the usual way at its fire time."""
         if self.process is not None:
             process, self.process = self.process, None
-            return process.release_at(self.scheduled_for, output=output, tick=tick)
+            return process.supervise(output=output, tick=tick)
         sleep_until(self.scheduled_for)
         return executor.run(spec, output=output, tick=tick)
 
