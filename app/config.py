@@ -122,7 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
             "misfire policy decides whether it runs"),
     Setting("MISFIRE_RUN_ALL_CAP", 100, _parse_int,
             "misfire policy run_all: at most this many missed fire times are run; the rest are recorded missed"),
-    Setting("STAGE_AHEAD_SECONDS", 1.0, _parse_float,
+    Setting("STAGE_AHEAD_SECONDS", 0.6, _parse_float,
             "the leader records the fires of 'allow' jobs without max_concurrent this long before their time "
             "and a worker starts each at its time exactly (0: off). Each staged run holds a worker thread "
             "for up to this long"),

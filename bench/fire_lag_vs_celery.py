@@ -124,8 +124,8 @@ def run_jobplane_round(env: JobplaneBench, round_no: int, jobs: int, per_job: in
             return "not_successful" if row["status"] != "success" else "no_start_line"
         if record["fire_to_insert_ms"] < 0:  # staged: recorded ahead, its process held until the fire time
             stages = {"staged: execution insert, ms BEFORE the fire": -record["fire_to_insert_ms"],
-                      "staged: fire -> launcher released (started_at)": record["lag_ms"] - record["spawn_to_start_ms"],
-                      "staged: release -> script start (exec bash)": record["spawn_to_start_ms"]}
+                      "staged: fire -> started_at (> 0: released late)": record["lag_ms"] - record["spawn_to_start_ms"],
+                      "staged: started_at -> script start (launcher wakes, exec bash)": record["spawn_to_start_ms"]}
         else:
             stages = {"fire -> execution insert (scheduler)": record["fire_to_insert_ms"],
                       "insert -> sandbox spawn (commit, Redis, poll, claim)": record["insert_to_spawn_ms"],
