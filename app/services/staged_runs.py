@@ -59,9 +59,9 @@ class StagedRun:
     execution_id: UUID
     scheduled_for: datetime
     job_version: int
-    #: the job's secrets, read when the run was prepared (None: they could not be read)
+    #: the job's secrets, read when the run was prepared (None: they could not be read, and the
+    #: claim's usual read reports why)
     secret_values: dict[str, str] | None
-    secret_error: str | None = None
     #: the held process (None: the executor cannot stage; the run starts the usual way at its time)
     process: StagedProcess | None = field(default=None, repr=False)
     #: when the claim was won (for the late-release warning)
@@ -114,8 +114,9 @@ def prepare(*, execution_id: UUID, executor: Executor, build_spec: SpecBuilder) 
 
     Returns:
       None if the execution is not staged (not queued, or its fire time has come), or too close to
-      its fire time to be prepared (then at its fire time): it is claimed and run the usual way.  Otherwise the prepared run, returned ``CLAIM_AHEAD_SECONDS``
-      before its fire time; it must then be claimed, and ``StagedRun.claimed`` told the outcome.
+      its fire time to be prepared (then at its fire time): it is claimed and run the usual way.
+      Otherwise the prepared run, returned ``CLAIM_AHEAD_SECONDS`` before its fire time; it must
+      then be claimed, and ``StagedRun.claimed`` told the outcome.
     """
     with db.unit_of_work():
         row = db.session.execute(select(Execution.status, Execution.scheduled_for, Execution.attempt,
@@ -131,8 +132,8 @@ def prepare(*, execution_id: UUID, executor: Executor, build_spec: SpecBuilder) 
                            secret_values=None)
         try:
             staged.secret_values = job_secrets.values_for_run(job_id=job.id)
-        except JobplaneError as exc:
-            staged.secret_error = exc.message
+        except JobplaneError:
+            pass  # nothing is staged; the run reads them again after its claim, and fails saying why
         spec = build_spec(job, execution_id, row.scheduled_for, row.attempt, staged.secret_values or {})
     stage = getattr(executor, "stage", None)
     if staged.secret_values is not None and stage is not None:
