@@ -306,6 +306,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--celery-bwrap", action="store_true",
                         help="also run Celery with the script under bubblewrap, as a third system")
     common.add_poll_ms_option(parser, whose="Jobplane's worker")
+    common.add_stage_ahead_option(parser)
     common.add_quiet_wait_option(parser)
     common.add_json_option(parser, help="print the result as JSON on stdout")
     args = parser.parse_args(argv)
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     per_job = math.ceil(args.fires / (args.jobs * args.rounds))
     systems = ["jobplane", "celery"] + (["celery-bwrap"] if args.celery_bwrap else [])
     rounds: dict[str, list[dict]] = {name: [] for name in systems}
-    env = JobplaneBench()
+    env = JobplaneBench(**common.stage_ahead_settings(args))
     try:
         env.reset()
         poll_ms = env.worker_poll_ms(args.worker_poll_ms)
