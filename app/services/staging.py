@@ -48,7 +48,12 @@ def fires_to_stage(*, now: datetime, until: datetime) -> dict[str, list[datetime
                                                           _STORE.c.next_run_time <= until.timestamp()))}
     if not due:
         return {}
-    jobs = {job.id: job for job in db.session.scalars(select(Job).where(Job.id.in_([UUID(i) for i in due])))}
+    # Only the stageable ones are loaded: at a minute boundary hundreds of other jobs are due.
+    jobs = {job.id: job for job in db.session.scalars(select(Job).where(
+        Job.id.in_([UUID(i) for i in due]), Job.status == "active", Job.concurrency_policy == "allow",
+        Job.max_concurrent.is_(None)))}
+    if not jobs:
+        return {}
     recorded = set(db.session.execute(select(Execution.job_id, Execution.scheduled_for).where(
         Execution.job_id.in_(list(jobs)), Execution.scheduled_for.in_(sorted(set(due.values()))))))
     return {job_id: [fire_time] for job_id, fire_time in due.items()
