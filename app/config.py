@@ -123,6 +123,10 @@ SETTINGS: tuple[Setting, ...] = (
             "misfire policy decides whether it runs"),
     Setting("MISFIRE_RUN_ALL_CAP", 100, _parse_int,
             "misfire policy run_all: at most this many missed fire times are run; the rest are recorded missed"),
+    Setting("STAGE_AHEAD_SECONDS", 0.6, _parse_float,
+            "the leader records the fires of 'allow' jobs without max_concurrent this long before their time "
+            "and a worker starts each at its time exactly (0: off). Each staged run holds a worker thread "
+            "for up to this long"),
     Setting("CONCURRENCY_RETRY_SECONDS", 1.0, _parse_float,
             "a run held back by its job's max_concurrent is offered to the workers again after this long"),
     Setting("STORE_FAILURE_EXIT_SECONDS", 15.0, _parse_float,

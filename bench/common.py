@@ -860,6 +860,17 @@ def add_poll_ms_option(parser: argparse.ArgumentParser, whose: str = "the worker
                         help=f"JOBPLANE_WORKER_POLL_MS of {whose} (default: Jobplane's default)")
 
 
+def add_stage_ahead_option(parser: argparse.ArgumentParser) -> None:
+    """--stage-ahead-seconds: JOBPLANE_STAGE_AHEAD_SECONDS of the scheduler (0: staging off)."""
+    parser.add_argument("--stage-ahead-seconds", type=float, default=None,
+                        help="JOBPLANE_STAGE_AHEAD_SECONDS of the scheduler (0: staging off; default: Jobplane's)")
+
+
+def stage_ahead_settings(args: argparse.Namespace) -> dict:
+    """The settings --stage-ahead-seconds asks for (none: Jobplane's default)."""
+    return {} if args.stage_ahead_seconds is None else {"STAGE_AHEAD_SECONDS": args.stage_ahead_seconds}
+
+
 def add_quiet_wait_option(parser: argparse.ArgumentParser) -> None:
     """--quiet-wait: how long wait_for_quiet() may wait (default 120 s)."""
     parser.add_argument("--quiet-wait", type=float, default=120,

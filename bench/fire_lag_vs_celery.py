@@ -122,11 +122,15 @@ def run_jobplane_round(env: JobplaneBench, round_no: int, jobs: int, per_job: in
         record = lag_of(row)
         if record is None:
             return "not_successful" if row["status"] != "success" else "no_start_line"
-        return {"lag_ms": record["lag_ms"],
-                "stages": {"fire -> execution insert (scheduler)": record["fire_to_insert_ms"],
-                           "insert -> sandbox spawn (commit, Redis, poll, claim)": record["insert_to_spawn_ms"],
-                           "spawn -> script start (bwrap + bash)": record["spawn_to_start_ms"]},
-                "scheduled_for": fire_time.timestamp()}
+        if record["fire_to_insert_ms"] < 0:  # staged: recorded ahead, its process held until the fire time
+            stages = {"staged: execution insert, ms BEFORE the fire": -record["fire_to_insert_ms"],
+                      "staged: fire -> started_at (> 0: released late)": record["lag_ms"] - record["spawn_to_start_ms"],
+                      "staged: started_at -> script start (launcher wakes, exec bash)": record["spawn_to_start_ms"]}
+        else:
+            stages = {"fire -> execution insert (scheduler)": record["fire_to_insert_ms"],
+                      "insert -> sandbox spawn (commit, Redis, poll, claim)": record["insert_to_spawn_ms"],
+                      "spawn -> script start (bwrap + bash)": record["spawn_to_start_ms"]}
+        return {"lag_ms": record["lag_ms"], "stages": stages, "scheduled_for": fire_time.timestamp()}
 
     return tally(window_of(rows, job_ids, per_job), {(r["job_id"], r["scheduled_for"]): r for r in rows},
                  jobs, per_job, sample, complete)
@@ -302,6 +306,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--celery-bwrap", action="store_true",
                         help="also run Celery with the script under bubblewrap, as a third system")
     common.add_poll_ms_option(parser, whose="Jobplane's worker")
+    common.add_stage_ahead_option(parser)
     common.add_quiet_wait_option(parser)
     common.add_json_option(parser, help="print the result as JSON on stdout")
     args = parser.parse_args(argv)
@@ -321,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     per_job = math.ceil(args.fires / (args.jobs * args.rounds))
     systems = ["jobplane", "celery"] + (["celery-bwrap"] if args.celery_bwrap else [])
     rounds: dict[str, list[dict]] = {name: [] for name in systems}
-    env = JobplaneBench()
+    env = JobplaneBench(**common.stage_ahead_settings(args))
     try:
         env.reset()
         poll_ms = env.worker_poll_ms(args.worker_poll_ms)

@@ -79,7 +79,8 @@ def run_one(app, execution_id, profile: cProfile.Profile | None = None) -> float
         started = time.thread_time()
         if profile:
             profile.enable()
-        status = runs.run_execution(execution_id=execution_id, executor=executor_for(app.config))
+        status = runs.run_execution(execution_id=execution_id,
+                                     executor_for=lambda name: executor_for(app.config, name))
         db.session.commit()
         if profile:
             profile.disable()

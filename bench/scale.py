@@ -202,6 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--every-minute", type=int, default=500)
     common.add_worker_options(parser)
     common.add_poll_ms_option(parser)
+    common.add_stage_ahead_option(parser)
     common.add_quiet_wait_option(parser)
     common.add_json_option(parser)
     args = parser.parse_args(argv)
@@ -215,7 +216,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     loadavg_at_start = common.loadavg()
-    env = JobplaneBench()
+    env = JobplaneBench(**common.stage_ahead_settings(args))
     phases = []
     try:
         env.reset()

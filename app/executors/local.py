@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from app.executors import limits, sandbox
 from app.executors.base import OutputSink, RunResult, RunSpec, Tick
 from app.executors.git import ScriptFetchError, fetch_script
+from app.executors.launcher import StagedProcess, launcher_argv
 from app.executors.supervision import Supervision
 
 logger = logging.getLogger(__name__)
@@ -58,35 +59,45 @@ class LocalExecutor:
 
     def run(self, spec: RunSpec, *, output: OutputSink, tick: Tick) -> RunResult:
         """Run ``spec`` to its end, its timeout, or until ``tick`` says stop."""
-        if self.run_dir:
-            os.makedirs(self.run_dir, exist_ok=True)
-        workdir = tempfile.mkdtemp(prefix=f"run-{spec.execution_id}-", dir=self.run_dir)
+        workdir = self._new_workdir(spec)
         try:
             return self._run_in(workdir, spec, output, tick)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _run_in(self, workdir: str, spec: RunSpec, output: OutputSink, tick: Tick) -> RunResult:
-        sandboxed = self.sandboxed
+    def stage(self, spec: RunSpec) -> StagedProcess | None:
+        """Start ``spec``'s process now, held by a launcher until released (see ``launcher``).
+
+        Returns:
+          the held process, or None if it could not be prepared (a Git fetch failed, the sandbox is
+          missing…): the caller runs it the usual way at its time, which reports why.
+        """
+        workdir = self._new_workdir(spec)
         try:
-            script = self._place_script(workdir, spec)
+            command, env, sandboxed, notices = self._command(workdir, spec, staged=True)
+            process = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       start_new_session=True, close_fds=True)
+        except (ScriptFetchError, sandbox.SandboxUnavailable, OSError) as exc:
+            logger.warning("execution %s: could not stage its process (%s); it starts the usual way",
+                           spec.execution_id, exc)
+            shutil.rmtree(workdir, ignore_errors=True)
+            return None
+        return StagedProcess(process, workdir=workdir, spec=spec, sandboxed=sandboxed, notices=notices,
+                             grace=self.kill_grace_seconds)
+
+    def _new_workdir(self, spec: RunSpec) -> str:
+        if self.run_dir:
+            os.makedirs(self.run_dir, exist_ok=True)
+        return tempfile.mkdtemp(prefix=f"run-{spec.execution_id}-", dir=self.run_dir)
+
+    def _run_in(self, workdir: str, spec: RunSpec, output: OutputSink, tick: Tick) -> RunResult:
+        try:
+            command, env, sandboxed, notices = self._command(workdir, spec, staged=False)
         except ScriptFetchError as exc:
-            return RunResult("failed", None, str(exc), None, datetime.now(timezone.utc), sandboxed)
-        interpreter = [self.python, "-u"] if spec.job_type == "python" else [self.bash]
-        if sandboxed:
-            home = sandbox.SANDBOX_WORKDIR
-            command = sandbox.wrap(interpreter + [script], workdir=workdir, network=spec.network,
-                                   extra_read_only=_outside_usr(self.python, self.bash))
-        else:
-            home = workdir
-            command = interpreter + [script]
-            logger.warning("execution %s runs WITHOUT a sandbox (bubblewrap missing or "
-                           "JOBPLANE_SANDBOX=none)", spec.execution_id)
-            output("system", "[jobplane] WARNING: running without a sandbox (bubblewrap is not "
-                             "installed or JOBPLANE_SANDBOX=none); the script can see this machine.\n")
-        command = limits.wrap(command, spec.limits, execution_id=spec.execution_id)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
-               "PYTHONUNBUFFERED": "1", **spec.env, **spec.secret_env}
+            return RunResult("failed", None, str(exc), None, datetime.now(timezone.utc), self.sandboxed)
+        for notice in notices:
+            output("system", notice)
         started = datetime.now(timezone.utc)
         try:
             process = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
@@ -96,6 +107,32 @@ class LocalExecutor:
             return RunResult("failed", None, f"could not start the script: {exc}", None,
                              datetime.now(timezone.utc), sandboxed)
         return Supervision(process, spec, output, tick, self.kill_grace_seconds, sandboxed, started).wait()
+
+    def _command(self, workdir: str, spec: RunSpec, *,
+                  staged: bool) -> tuple[list[str], dict[str, str], bool, list[str]]:
+        """The run's command line (behind a launcher if ``staged``), its environment, whether it is
+        sandboxed, and the system lines for its log."""
+        sandboxed = self.sandboxed
+        script = self._place_script(workdir, spec)
+        argv = ([self.python, "-u"] if spec.job_type == "python" else [self.bash]) + [script]
+        if staged:
+            argv = launcher_argv(self.python, argv)
+        notices = []
+        if sandboxed:
+            home = sandbox.SANDBOX_WORKDIR
+            command = sandbox.wrap(argv, workdir=workdir, network=spec.network,
+                                   extra_read_only=_outside_usr(self.python, self.bash))
+        else:
+            home = workdir
+            command = argv
+            logger.warning("execution %s runs WITHOUT a sandbox (bubblewrap missing or "
+                           "JOBPLANE_SANDBOX=none)", spec.execution_id)
+            notices.append("[jobplane] WARNING: running without a sandbox (bubblewrap is not "
+                           "installed or JOBPLANE_SANDBOX=none); the script can see this machine.\n")
+        command = limits.wrap(command, spec.limits, execution_id=spec.execution_id)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
+               "PYTHONUNBUFFERED": "1", **spec.env, **spec.secret_env}
+        return command, env, sandboxed, notices
 
     def _place_script(self, workdir: str, spec: RunSpec) -> str:
         """The script's path relative to the working directory, written or fetched there."""

@@ -18,6 +18,7 @@ from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.leader import LeaderLock
 from app.scheduler.listener import JobChangeListener
+from app.scheduler.stager import Stager
 from app.models.base import utcnow
 from app.services import audit_trail, idempotency, notifications, retention, sweeper
 from app.services.actors import SYSTEM
@@ -50,6 +51,7 @@ class SchedulerService:
         self.is_leader = threading.Event()
         self.scheduler: BatchingScheduler | None = None
         self.listener: JobChangeListener | None = None
+        self.stager: Stager | None = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -89,6 +91,9 @@ class SchedulerService:
                 raise RuntimeError("could not LISTEN for job changes on PostgreSQL within 10 s")
         sync.reconcile(self.app, self.scheduler)
         self.scheduler.resume()
+        if self.config["STAGE_AHEAD_SECONDS"] > 0:
+            self.stager = Stager(self.app, self.config["STAGE_AHEAD_SECONDS"])
+            self.stager.start()
         self.is_leader.set()
         metrics.leader_acquired()
 
@@ -207,6 +212,8 @@ class SchedulerService:
     def _shutdown(self) -> None:
         self.is_leader.clear()
         metrics.leader_released()
+        if self.stager is not None:
+            self.stager.stop()
         if self.listener is not None:
             self.listener.stop()
         if self.scheduler is not None and self.scheduler.running:

@@ -15,7 +15,7 @@ from app.extensions import db
 from app.models import Execution, Job, User
 from app.models.base import utcnow
 from app.models.job import JOB_STATUSES, JOB_TYPES
-from app.services import access, audit, firing, masking, secrets
+from app.services import access, audit, firing, masking, secrets, staging
 from app.services.actors import Actor
 from app.services.firing import FireResult
 from app.services.job_rules import JOB_FIELDS, validate_job_fields
@@ -93,6 +93,7 @@ def update_job(*, actor: Actor, job_id: UUID, data: dict[str, Any], partial: boo
     for field, value in values.items():
         setattr(job, field, value)
     _flush_or_conflict(job_id)
+    _withdraw_staged(job, changes)  # staged again under the new definition
     audit.record(actor=actor, action="job_updated", resource_type="job", resource_id=job.id, changes=changes)
     announce_job_change(job.id)
     return job
@@ -117,6 +118,14 @@ def delete_job(*, actor: Actor, job_id: UUID, expected_version: int | None) -> J
                           "secrets_erased": {"old": forgotten, "new": []}})
     announce_job_change(job.id)
     return job
+
+
+def _withdraw_staged(job: Job, changes: dict[str, Any]) -> None:
+    """Withdraw the job's runs staged ahead of their fire time (``staging``); the audit row says
+    how many, when there were any."""
+    withdrawn = staging.withdraw_staged(job_id=job.id)
+    if withdrawn:
+        changes["staged_runs_withdrawn"] = {"old": withdrawn, "new": 0}
 
 
 def _check_version(job: Job, expected_version: int | None) -> None:
@@ -151,8 +160,9 @@ def pause_job(*, actor: Actor, job_id: UUID) -> Job:
         return job
     job.status, job.paused_at = "disabled", utcnow()
     _flush_or_conflict(job_id)
-    audit.record(actor=actor, action="job_paused", resource_type="job", resource_id=job.id,
-                 changes={"status": {"old": "active", "new": "disabled"}})
+    changes = {"status": {"old": "active", "new": "disabled"}}
+    _withdraw_staged(job, changes)  # a paused job fires nothing, staged or not
+    audit.record(actor=actor, action="job_paused", resource_type="job", resource_id=job.id, changes=changes)
     announce_job_change(job.id)
     return job
 

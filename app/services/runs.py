@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from datetime import datetime
 from typing import Callable
 from uuid import UUID
 
@@ -23,8 +24,9 @@ from app import observability
 from app.errors import JobplaneError
 from app.executors.base import Executor, ResourceLimits, RunResult, RunSpec
 from app.extensions import db
+from app.models import Job
 from app.models.base import utcnow
-from app.services import claims
+from app.services import claims, staged_runs
 from app.services import secrets as job_secrets
 from app.services.claims import Claim
 from app.services.live import live_log_for
@@ -42,7 +44,8 @@ def worker_id() -> str:
 
 
 def run_execution(*, execution_id: str | UUID, executor_for: Callable[[str], Executor]) -> str | None:
-    """Claim and run an execution; a delivery that loses the claim does nothing.
+    """Claim and run an execution; a delivery that loses the claim does nothing.  A staged
+    execution (its fire time still ahead) is prepared first and started at its time (``staged_runs``).
 
     Parameters:
       executor_for: the executor of a name (``local``, ``kubernetes``); the claim says which.
@@ -52,12 +55,28 @@ def run_execution(*, execution_id: str | UUID, executor_for: Callable[[str], Exe
       max_concurrent), or None when this delivery did not win the claim.
     """
     execution_id = UUID(str(execution_id))
+    staged = staged_runs.prepare(execution_id=execution_id, executor_for=executor_for,
+                                 default_executor=current_app.config["EXECUTOR_DEFAULT"], build_spec=run_spec)
+    try:
+        return _claim_and_run(execution_id, executor_for, staged)
+    finally:
+        if staged is not None:
+            staged.discard()  # whatever broke before the release: no held process outlives it
+
+
+def _claim_and_run(execution_id: UUID, executor_for: Callable[[str], Executor],
+                   staged: staged_runs.StagedRun | None) -> str | None:
     config = current_app.config
     with db.unit_of_work():
         outcome = claims.claim_execution(execution_id=execution_id, worker_id=worker_id(),
                                          default_executor=config["EXECUTOR_DEFAULT"])
+        if staged is not None:
+            staged.claimed(outcome)
         # In the claim's transaction: a job without secrets needs no other before its run.
-        secret_names = job_secrets.names_for_run(job_id=outcome.claim.job.id) if outcome.claim else []
+        secret_names = (job_secrets.names_for_run(job_id=outcome.claim.job.id)
+                        if outcome.claim and (staged is None or staged.secret_values is None) else [])
+    if staged is not None and outcome.claim is not None:
+        staged.release()  # first, so that the bookkeeping below cannot make it late
     if outcome.deferred:
         wait = outcome.wait_seconds or config["CONCURRENCY_RETRY_SECONDS"]
         dispatch.run_execution_sender()(execution_id, delay_seconds=wait)
@@ -69,14 +88,16 @@ def run_execution(*, execution_id: str | UUID, executor_for: Callable[[str], Exe
     observability.run_started(claim)
     live = live_log_for(current_app)
     live.publish(execution_id, {"type": "status", "status": "running"})
-    try:
-        secret_values = {}
-        if secret_names:
-            with db.unit_of_work():  # not left open during the run
-                secret_values = job_secrets.values_for_run(job_id=claim.job.id, names=secret_names)
-    except JobplaneError as exc:
-        secret_values = None
-        secret_error = exc.message
+    secret_values = staged.secret_values if staged is not None else None
+    if secret_values is None:
+        try:
+            secret_values = {}
+            if secret_names:
+                with db.unit_of_work():  # not left open during the run
+                    secret_values = job_secrets.values_for_run(job_id=claim.job.id, names=secret_names)
+        except JobplaneError as exc:
+            secret_values = None
+            secret_error = exc.message
     masker = SecretMasker((secret_values or {}).values())
     observability.run_masker(masker)
     writer = LogWriter(claim, masker=masker, live=live, flush_seconds=config["LOG_FLUSH_SECONDS"],
@@ -85,7 +106,7 @@ def run_execution(*, execution_id: str | UUID, executor_for: Callable[[str], Exe
         result = RunResult("failed", None, f"the job's secrets could not be read: {secret_error}", None,
                            utcnow(), False)
     else:
-        result = _run(claim, executor_for, writer, secret_values)
+        result = _run(claim, executor_for, writer, secret_values, staged)
     writer.flush(final=True)
     if result.status == "cancelled":
         # The claim was revoked (cancelled, replaced, declared lost): the row is not ours to write.
@@ -108,15 +129,34 @@ def run_execution(*, execution_id: str | UUID, executor_for: Callable[[str], Exe
 
 
 def _run(claim: Claim, executor_for: Callable[[str], Executor], writer: "LogWriter",
-         secret_values: dict[str, str]) -> RunResult:
-    job = claim.job
-    metadata = _metadata(claim)
+         secret_values: dict[str, str], staged: staged_runs.StagedRun | None) -> RunResult:
+    spec = run_spec(claim.job, claim.execution_id, claim.scheduled_for, claim.attempt, secret_values,
+                    resume_log_after=claim.resume_log_after, started_at=claim.started_at)
+    executor = executor_for(claim.executor)
+    try:
+        if claim.resume_log_after is not None:
+            writer.write("system", "[jobplane] the worker running this execution stopped; this worker takes "
+                                   "over and follows its Kubernetes pod\n")
+        if staged is not None:
+            return staged.run(executor, spec, output=writer.write, tick=writer.tick)
+        return executor.run(spec, output=writer.write, tick=writer.tick)
+    except Exception as exc:  # the run must end recorded, whatever broke
+        logger.exception("execution %s: executor error", claim.execution_id)
+        return RunResult("failed", None, f"Jobplane could not run the script: {exc}", None, utcnow(), False)
+
+
+def run_spec(job: Job, execution_id: UUID, scheduled_for: datetime, attempt: int,
+             secret_values: dict[str, str], *, resume_log_after: datetime | None = None,
+             started_at: datetime | None = None) -> RunSpec:
+    """What the executor needs to run an execution of ``job``; ``resume_log_after`` and
+    ``started_at`` for a Kubernetes run taken over from a worker that died."""
+    metadata = _metadata(job, execution_id, scheduled_for, attempt)
     timeout = job.effective_timeout_seconds
-    if claim.resume_log_after is not None and claim.started_at is not None:
+    if resume_log_after is not None and started_at is not None:
         # a run taken over: its timeout counts from its first start, not from this worker's
-        timeout = max(1.0, timeout - (utcnow() - claim.started_at).total_seconds())
-    spec = RunSpec(
-        execution_id=str(claim.execution_id), job_type=job.job_type, timeout_seconds=timeout,
+        timeout = max(1.0, timeout - (utcnow() - started_at).total_seconds())
+    return RunSpec(
+        execution_id=str(execution_id), job_type=job.job_type, timeout_seconds=timeout,
         script=job.script, script_url=job.script_url, script_ref=job.script_ref, script_path=job.script_path,
         env={**(job.env or {}), **metadata},
         secret_env={name: value for name, value in secret_values.items() if name not in metadata},
@@ -124,23 +164,15 @@ def _run(claim: Claim, executor_for: Callable[[str], Executor], writer: "LogWrit
         limits=ResourceLimits(cpus=job.cpu_limit, memory_mb=job.memory_limit_mb,
                               cpu_time_seconds=job.cpu_time_limit_seconds, open_files=job.max_open_files,
                               processes=job.max_processes),
-        job_id=str(job.id), attempt=claim.attempt, image=job.image, resume_log_after=claim.resume_log_after)
-    try:
-        if claim.resume_log_after is not None:
-            writer.write("system", "[jobplane] the worker running this execution stopped; this worker takes "
-                                   "over and follows its Kubernetes pod\n")
-        return executor_for(claim.executor).run(spec, output=writer.write, tick=writer.tick)
-    except Exception as exc:  # the run must end recorded, whatever broke
-        logger.exception("execution %s: executor error", claim.execution_id)
-        return RunResult("failed", None, f"Jobplane could not run the script: {exc}", None, utcnow(), False)
+        job_id=str(job.id), attempt=attempt, image=job.image, resume_log_after=resume_log_after)
 
 
-def _metadata(claim: Claim) -> dict[str, str]:
-    return {"JOBPLANE_JOB_ID": str(claim.job.id),
-            "JOBPLANE_JOB_NAME": claim.job.name,
-            "JOBPLANE_EXECUTION_ID": str(claim.execution_id),
-            "JOBPLANE_SCHEDULED_FOR": claim.scheduled_for.isoformat(),
-            "JOBPLANE_ATTEMPT": str(claim.attempt)}
+def _metadata(job: Job, execution_id: UUID, scheduled_for: datetime, attempt: int) -> dict[str, str]:
+    return {"JOBPLANE_JOB_ID": str(job.id),
+            "JOBPLANE_JOB_NAME": job.name,
+            "JOBPLANE_EXECUTION_ID": str(execution_id),
+            "JOBPLANE_SCHEDULED_FOR": scheduled_for.isoformat(),
+            "JOBPLANE_ATTEMPT": str(attempt)}
 
 
 #: how much of a failed run's stderr its error message quotes (its last lines)
