@@ -109,7 +109,8 @@ def test_leader_whose_lock_connection_is_terminated_stops_firing_within_a_second
     engine = create_engine(database_url)
     with engine.begin() as connection:
         pid = connection.execute(text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :lock"),
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :lock"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
             {"lock": 7_402_118}).scalar_one()
         connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     terminated = datetime.now(timezone.utc)
