@@ -337,7 +337,7 @@ def _handler(cluster: FakeKubernetes):
             if sub:
                 resource = f"{resource}/{sub}"
             verb = {"POST": "create", "DELETE": "delete"}.get(method) or (
-                "get" if name else ("watch" if query.get("watch") in ("true", "1") else "list"))
+                "get" if name else ("watch" if _parse_bool(query.get("watch")) else "list"))
             call = (verb, group, resource)
             with cluster.cond:
                 if call not in cluster.allowed:
@@ -409,8 +409,8 @@ def _handler(cluster: FakeKubernetes):
             with cluster.cond:
                 if ("pods", "jobplane-jobs", pod) not in cluster.objects:
                     return self._json(404, _status(404, "NotFound", f'pods "{pod}" not found'))
-            follow = query.get("follow") == "true"
-            stamps = query.get("timestamps") == "true"
+            follow = _parse_bool(query.get("follow"))
+            stamps = _parse_bool(query.get("timestamps"))
             since = (datetime.now(timezone.utc) - timedelta(seconds=int(query["sinceSeconds"]))
                      if query.get("sinceSeconds") else None)
             self._start_chunked("text/plain")
@@ -505,3 +505,7 @@ def run_in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str
     return thread, box
 
 
+def _parse_bool(value: str | None) -> bool:
+    """A boolean query parameter as the API server reads it (Go's strconv.ParseBool): the Python
+    client sends ``watch=True``, kubectl ``watch=true``."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
