@@ -54,7 +54,9 @@ def test_dark_mode_follows_the_system_and_the_toggle_is_remembered(browser, serv
 
 
 def test_timestamps_show_in_the_viewers_zone_with_utc_on_hover(browser, server):
-    page = _signed_in_page(browser, server, timezone_id="Asia/Tokyo")
+    # The page formats in the viewer's locale: en-GB shows a 24-hour clock (en-US, the default,
+    # would show "01:24 PM" for 13:24, and the hour check below would depend on the time of day).
+    page = _signed_in_page(browser, server, timezone_id="Asia/Tokyo", locale="en-GB")
     page.goto(server.url + "/jobs/new")
     page.fill("#name", "tokyo-report")
     page.fill("#script", "echo hi")
