@@ -28,6 +28,13 @@ def _parse_int(name: str, raw: str) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _parse_count(name: str, raw: str) -> int:
+    value = _parse_int(name, raw)
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {raw!r}")
+    return value
+
+
 def _parse_float(name: str, raw: str) -> float:
     try:
         return float(raw)
@@ -127,6 +134,9 @@ SETTINGS: tuple[Setting, ...] = (
             "the leader records the fires of 'allow' jobs without max_concurrent this long before their time "
             "and a worker starts each at its time exactly (0: off). Each staged run holds a worker thread "
             "for up to this long"),
+    Setting("BULK_FIRE_THRESHOLD", 50, _parse_count,
+            "runs sent together in a batch larger than this (a burst of jobs due at one instant) go to the "
+            "bulk lane, which workers serve after the ordinary one: a burst never holds up other jobs' runs"),
     Setting("CONCURRENCY_RETRY_SECONDS", 1.0, _parse_float,
             "a run held back by its job's max_concurrent is offered to the workers again after this long"),
     Setting("STORE_FAILURE_EXIT_SECONDS", 15.0, _parse_float,

@@ -4,13 +4,14 @@ on PostgreSQL and Redis, a job from the API to a stored log and status."""
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Execution
+from app.scheduler import fire
 from tests.helpers import processes_with, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -114,3 +115,28 @@ def test_a_script_past_its_timeout_ends_timed_out_and_its_processes_are_gone(app
     assert "started" in result["logs"] and "never" not in result["logs"]
     assert datetime.now().timestamp() - started < 2 + 1 + 5 + 3
     wait_for(lambda: not processes_with(marker), timeout=5, message=f"sleep {marker} to be gone")
+
+
+def test_a_burst_waits_in_the_bulk_lane_while_a_job_due_alone_starts_first(app, client, admin, processes):
+    # Given six jobs due at one instant (a burst: the bulk threshold is 3 here) and one due alone
+    app.config["BULK_FIRE_THRESHOLD"] = 3
+    yearly = "0 0 1 1 *"  # never due during the test: the fires below are the only ones
+    burst = [create_job(client, admin, name=f"burst-{n}", script="sleep 0.3", schedule=yearly)["id"]
+             for n in range(6)]
+    alone = create_job(client, admin, name="alone", script="sleep 0.3", schedule=yearly)["id"]
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    # When the scheduler's fire function records the burst, then the lone job's fire (in this order,
+    # so that one FIFO queue would put the lone run last)
+    fired = fire.fire_due_jobs(app, {job_id: [now] for job_id in burst})
+    assert len(fired.queued) == 6
+    assert len(fire.fire_due_jobs(app, {alone: [now]}).queued) == 1
+    # And a worker with a single thread starts
+    processes.worker(WORKER_THREADS=1)
+    # Then every run succeeds, and the lone one started before all but at most one of the burst
+    # (the worker may have taken a bulk run before it had fetched the lone one's message)
+    wait_for(lambda: all(e.status == "success" for job_id in [*burst, alone] for e in executions_of(app, job_id))
+             and len([e for job_id in burst for e in executions_of(app, job_id)]) == 6,
+             timeout=60, message="every run to succeed\n" + processes.logs())
+    (lone_run,) = executions_of(app, alone)
+    burst_starts = sorted(e.started_at for job_id in burst for e in executions_of(app, job_id))
+    assert lone_run.started_at < burst_starts[1], (lone_run.started_at, burst_starts)

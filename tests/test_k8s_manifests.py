@@ -35,7 +35,9 @@ from app.config import SETTINGS, load_settings
 from app.executors.base import RunSpec
 from app.executors.k8s_manifests import ClusterSettings, job_manifest
 from app.migrate import MIGRATIONS_DIR
-from app.tasks.dispatch import EXECUTIONS_QUEUE, RUN_EXECUTION, send
+from app.observability.collector import QUEUES
+from app.tasks.dispatch import (EXECUTIONS_BULK_QUEUE, EXECUTIONS_QUEUE, RUN_EXECUTION, RUN_EXECUTION_BULK, RUN_QUEUES,
+                                send)
 from tests.conftest import REDIS_URL
 from tests.k8s_crd_schemas import SCHEMAS
 from tests.kustomize_subset import (Unsupported, build, identity, load_documents, pod_spec, referenced_files,
@@ -393,35 +395,38 @@ def test_the_worker_runs_as_the_executor_account_bound_in_the_jobs_namespace():
 
 # --- autoscaling on the queue --------------------------------------------------------------------
 
-def test_keda_watches_the_redis_list_dramatiq_keeps_the_executions_queue_in():
+def test_keda_watches_the_redis_lists_dramatiq_keeps_the_run_queues_in():
     # Given a Dramatiq Redis broker with a namespace of its own on the test Redis
     namespace = f"k8s-test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(REDIS_URL)
     broker = RedisBroker(client=client, namespace=namespace)  # its close() leaves a client it made open
     try:
-        # When one run is sent now and one with a delay (a retry waiting for its backoff)
-        broker.declare_queue(EXECUTIONS_QUEUE)
-        send(broker, EXECUTIONS_QUEUE, RUN_EXECUTION, str(uuid.uuid4()))
-        send(broker, EXECUTIONS_QUEUE, RUN_EXECUTION, str(uuid.uuid4()), delay_seconds=3600)
-        # Then the runnable one is in <namespace>:executions (bodies in .msgs), the delayed one is not
-        assert client.llen(f"{namespace}:{EXECUTIONS_QUEUE}") == 1
-        assert client.hlen(f"{namespace}:{EXECUTIONS_QUEUE}.msgs") == 1
-        assert client.llen(f"{namespace}:{EXECUTIONS_QUEUE}.DQ") == 1
+        for queue_name, actor_name in ((EXECUTIONS_QUEUE, RUN_EXECUTION), (EXECUTIONS_BULK_QUEUE, RUN_EXECUTION_BULK)):
+            # When one run is sent now and one with a delay (a retry waiting for its backoff)
+            broker.declare_queue(queue_name)
+            send(broker, queue_name, actor_name, str(uuid.uuid4()))
+            send(broker, queue_name, actor_name, str(uuid.uuid4()), delay_seconds=3600)
+            # Then the runnable one is in <namespace>:<queue> (bodies in .msgs), the delayed one is not
+            assert client.llen(f"{namespace}:{queue_name}") == 1
+            assert client.hlen(f"{namespace}:{queue_name}.msgs") == 1
+            assert client.llen(f"{namespace}:{queue_name}.DQ") == 1
     finally:
         client.delete(*client.keys(f"{namespace}:*") or ["-"])
         client.close()
-    # And the ScaledObject watches that list under the namespace the deployment uses
+    # And the ScaledObject watches both lanes' lists under the namespace the deployment uses
     queue_namespace = config_data().get("JOBPLANE_QUEUE_NAMESPACE",
                                         next(s.default for s in SETTINGS if s.key == "QUEUE_NAMESPACE"))
     scaled = one("ScaledObject", "jobplane-worker")
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "redis"
-    assert trigger["metadata"]["listName"] == f"{queue_namespace}:{EXECUTIONS_QUEUE}"
+    triggers = scaled["spec"]["triggers"]
+    assert [t["type"] for t in triggers] == ["redis"] * len(RUN_QUEUES)
+    assert [t["metadata"]["listName"] for t in triggers] == [f"{queue_namespace}:{name}" for name in RUN_QUEUES]
     assert scaled["spec"]["scaleTargetRef"]["name"] == "jobplane-worker"
     # And it reaches the same Redis as Jobplane's URL says, with credentials the Secret holds
     url = urlsplit(example_secrets()["jobplane-secrets"]["JOBPLANE_REDIS_URL"])
-    assert trigger["metadata"]["databaseIndex"] == (url.path.strip("/") or "0")
-    auth = one("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    for trigger in triggers:
+        assert trigger["metadata"]["databaseIndex"] == (url.path.strip("/") or "0")
+    (auth_name,) = {trigger["authenticationRef"]["name"] for trigger in triggers}
+    auth = one("TriggerAuthentication", auth_name)
     keda_secret = {ref["parameter"]: example_secrets()[ref["name"]][ref["key"]]
                    for ref in auth["spec"]["secretTargetRef"]}
     assert keda_secret["address"] == f"{url.hostname}:{url.port}"
@@ -431,12 +436,15 @@ def test_keda_watches_the_redis_list_dramatiq_keeps_the_executions_queue_in():
 def test_the_documented_hpa_alternative_scales_the_worker_on_the_queue_depth_metric():
     (hpa,) = [doc for doc in docs_examples() if doc["kind"] == "HorizontalPodAutoscaler"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "jobplane-worker"
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["type"] == "External"
-    assert metric["external"]["metric"]["name"] == "jobplane_queue_depth"
-    assert metric["external"]["metric"]["selector"]["matchLabels"] == {"queue": EXECUTIONS_QUEUE, "state": "ready"}
+    metrics = hpa["spec"]["metrics"]
+    assert [metric["type"] for metric in metrics] == ["External"] * len(RUN_QUEUES)
+    assert {metric["external"]["metric"]["name"] for metric in metrics} == {"jobplane_queue_depth"}
+    # one per run queue: the bulk lane's waiting runs count too
+    assert [metric["external"]["metric"]["selector"]["matchLabels"] for metric in metrics] == [
+        {"queue": name, "state": "ready"} for name in RUN_QUEUES]
     exposed = (ROOT / "app" / "observability" / "collector.py").read_text()
     assert '"jobplane_queue_depth"' in exposed
+    assert set(RUN_QUEUES) <= set(QUEUES)
 
 
 # --- the images -----------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def scheduler() -> None:
 
 @main.command(help="Run Dramatiq worker processes that execute jobs, and one that sends notifications.")
 def worker() -> None:
-    from app.tasks.dispatch import EXECUTIONS_QUEUE
+    from app.tasks.dispatch import RUN_QUEUES
 
     config = _settings()
     os.environ["dramatiq_worker_timeout"] = str(config["WORKER_POLL_MS"])
@@ -59,7 +59,7 @@ def worker() -> None:
     # job runs in the worker processes; notifications in a process of their own (a fork that
     # Dramatiq supervises), so a worker whose threads are all busy with long runs still notifies
     argv = [sys.executable, "-m", "dramatiq", "--processes", str(config["WORKER_PROCESSES"]),
-            "--threads", str(config["WORKER_THREADS"]), "--queues", EXECUTIONS_QUEUE,
+            "--threads", str(config["WORKER_THREADS"]), "--queues", *RUN_QUEUES,
             "--fork-function", "worker:run_notifier", "worker:setup_broker"]
     os.execv(sys.executable, argv)
 

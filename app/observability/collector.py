@@ -15,9 +15,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
 from app.observability.health import probe_engine, probe_redis
+from app.tasks.dispatch import NOTIFICATIONS_QUEUE, RUN_QUEUES
 
 #: The Dramatiq queues whose depth is exposed (ready, and delayed: retries and deferred runs).
-QUEUES = ("executions", "notifications")
+QUEUES = (*RUN_QUEUES, NOTIFICATIONS_QUEUE)
 
 
 def exposition(*, platform: tuple[dict, Mapping[str, Any]] | None = None) -> bytes:

@@ -29,11 +29,18 @@ def register_actors(broker: dramatiq.Broker) -> None:
     """
     dramatiq.Actor(run_execution, actor_name=dispatch.RUN_EXECUTION, queue_name=dispatch.EXECUTIONS_QUEUE,
                    priority=0, broker=broker, options={"max_retries": 0, "time_limit": _NO_TIME_LIMIT_MS})
+    # the bulk lane: the same run, taken only when no run of the ordinary lane waits in the worker
+    dramatiq.Actor(run_execution, actor_name=dispatch.RUN_EXECUTION_BULK, queue_name=dispatch.EXECUTIONS_BULK_QUEUE,
+                   priority=_BULK_PRIORITY, broker=broker, options={"max_retries": 0, "time_limit": _NO_TIME_LIMIT_MS})
     # their own queue: a notification never waits behind job runs
     dramatiq.Actor(deliver_notification, actor_name=dispatch.DELIVER_NOTIFICATION,
                    queue_name=dispatch.NOTIFICATIONS_QUEUE, priority=0, broker=broker,
                    options={"max_retries": 0, "time_limit": 5 * 60 * 1000})
 
+
+#: Dramatiq orders the messages a worker process has fetched by their actor's priority, lowest
+#: first (then by arrival).
+_BULK_PRIORITY = 100
 
 #: Dramatiq's TimeLimit cannot interrupt a blocking call anyway; the executor enforces timeouts.
 _NO_TIME_LIMIT_MS = 365 * 24 * 3600 * 1000

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import dramatiq
 from dramatiq import Message
+from flask import current_app
 
 from app.extensions import queue
 from app.services.transactions import after_commit
@@ -19,6 +20,13 @@ from app.tasks.broker import KEY_OPTION, keys_in_queue
 #: Queue of job runs; notifications get their own queue so they never wait behind runs.
 EXECUTIONS_QUEUE = "executions"
 RUN_EXECUTION = "run_execution"
+#: The bulk lane: runs sent in a batch of more than ``BULK_FIRE_THRESHOLD`` (a burst of jobs due
+#: at one instant).  Its actor has a lower priority, so a worker takes any waiting run of the
+#: ordinary lane first: a burst is worked through without holding up the other jobs' runs.
+EXECUTIONS_BULK_QUEUE = "executions_bulk"
+RUN_EXECUTION_BULK = "run_execution_bulk"
+#: Every queue of job runs (what workers consume, what the sweeper and the metrics look at).
+RUN_QUEUES = (EXECUTIONS_QUEUE, EXECUTIONS_BULK_QUEUE)
 NOTIFICATIONS_QUEUE = "notifications"
 DELIVER_NOTIFICATION = "deliver_notification"
 
@@ -59,20 +67,42 @@ def send(broker: dramatiq.Broker, queue_name: str, actor_name: str, *args,
 
 
 def send_runs_after_commit(execution_ids: list[UUID]) -> None:
-    """Send run messages for these executions once the current transaction commits."""
+    """Send run messages for these executions once the current transaction commits (a batch
+    larger than ``BULK_FIRE_THRESHOLD`` in the bulk lane)."""
     if execution_ids:
-        send_run = run_execution_sender()
-        after_commit(lambda: [send_run(execution_id) for execution_id in execution_ids])
+        send_batch = run_batch_sender()
+        after_commit(lambda: send_batch(execution_ids))
 
 
 def send_runs(execution_ids: list[UUID]) -> None:
-    """Send run messages for executions already committed (the scheduler's fire path)."""
-    send_run = run_execution_sender()
-    for execution_id in execution_ids:
-        send_run(execution_id)
+    """Send run messages for executions already committed (the scheduler's fire path); a batch
+    larger than ``BULK_FIRE_THRESHOLD`` (a burst due at one instant) goes to the bulk lane."""
+    run_batch_sender()(execution_ids)
+
+
+def run_batch_sender() -> Callable[[list[UUID]], None]:
+    """A function sending the run messages of a batch of executions, in the lane its size
+    chooses; like ``run_execution_sender``, callable after the app context is gone."""
+    broker = queue.broker
+    threshold = current_app.config["BULK_FIRE_THRESHOLD"]
+
+    def send_batch(execution_ids: list[UUID]) -> None:
+        queue_name, actor_name = ((EXECUTIONS_BULK_QUEUE, RUN_EXECUTION_BULK) if len(execution_ids) > threshold
+                                  else (EXECUTIONS_QUEUE, RUN_EXECUTION))
+        for execution_id in execution_ids:
+            send(broker, queue_name, actor_name, str(execution_id), key=str(execution_id))
+
+    return send_batch
 
 
 def executions_in_queue(*, live_within_seconds: float) -> set[str] | None:
-    """Ids of the executions whose run message Redis holds (waiting, delayed, or fetched by a
-    worker heard from within ``live_within_seconds``), or None when the broker cannot tell."""
-    return keys_in_queue(queue.broker, EXECUTIONS_QUEUE, live_within_ms=int(live_within_seconds * 1000))
+    """Ids of the executions whose run message Redis holds in either lane (waiting, delayed, or
+    fetched by a worker heard from within ``live_within_seconds``), or None when the broker
+    cannot tell."""
+    held: set[str] = set()
+    for queue_name in RUN_QUEUES:
+        keys = keys_in_queue(queue.broker, queue_name, live_within_ms=int(live_within_seconds * 1000))
+        if keys is None:
+            return None
+        held |= keys
+    return held

@@ -98,6 +98,25 @@ def test_only_executions_whose_message_is_gone_are_sent_again(app, job):
         dead_consumer.close()
 
 
+def test_runs_waiting_in_the_bulk_lane_are_not_sent_again(app, job):
+    # Given three executions queued a minute ago, sent together as a batch larger than the
+    # bulk threshold, and a fourth sent alone; no worker
+    app.config["BULK_FIRE_THRESHOLD"] = 2
+    burst = [insert_queued(app, job["id"], minutes_ago=1) for _ in range(3)]
+    alone = insert_queued(app, job["id"], minutes_ago=1)
+    with app.app_context():
+        dispatch.send_runs(burst)
+        dispatch.send_runs([alone])
+        # Then the batch waits in the bulk lane and the lone run in the ordinary one
+        client, namespace = queue.broker.client, queue.broker.namespace
+        assert client.llen(f"{namespace}:{dispatch.EXECUTIONS_BULK_QUEUE}") == 3
+        assert client.llen(f"{namespace}:{dispatch.EXECUTIONS_QUEUE}") == 1
+        # And the sweeper finds all four waiting and sends none again
+        assert dispatch.executions_in_queue(live_within_seconds=30) == {*burst, alone}
+        with db.unit_of_work():
+            assert sweeper.resend_stale_queued(older_than=timedelta(seconds=30)) == []
+
+
 def test_a_running_execution_without_heartbeat_is_declared_lost(app, job):
     execution_id = insert_queued(app, job["id"], minutes_ago=0)
     with app.app_context():
