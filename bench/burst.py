@@ -11,12 +11,15 @@ What it measures
     scheduler's last "fired" log line, written after commit and sends, is reported too), and
     the started_at percentiles show the workers catching up.
 
-    Direct baseline: the same number of ``bwrap ... bash script.sh`` processes (the command line
-    Jobplane's LocalExecutor builds, script ``true``), spawned by a pool of as many threads as
-    the Jobplane worker has in all (``--worker-processes`` x ``--worker-threads``), each thread
-    waiting for its process before spawning the next, stdout/stderr piped.  Its figure is the
-    time from the pool's start until the last spawn (same clock point: just before Popen).  It
-    runs before and after the Jobplane burst; the ratio uses the mean of the two.
+    Direct baseline: the same number of the very processes Jobplane's LocalExecutor starts for
+    such a job (script ``true``): ``prlimit <the job's default limits> -- bwrap ... bash
+    script.sh``, pinned to the job's default 1 CPU as the executor pins it, spawned by a pool of
+    as many threads as the Jobplane worker has in all (``--worker-processes`` x
+    ``--worker-threads``), each thread waiting for its process before spawning the next,
+    stdout/stderr piped.  Its figure is the time from the pool's start until the last spawn
+    (same clock point: just before Popen).  It runs before and after the Jobplane burst; the
+    ratio uses the mean of the two.  A third run spawns bare ``bwrap ... bash script.sh`` (no
+    prlimit, no pinning) once, as a reference: its ratio is printed too.
 
 How it runs
     Database ``jobplane_bench`` reset; the jobs are created through the service layer
@@ -63,27 +66,36 @@ SCRIPT = "true\n"
 
 # --- direct baseline --------------------------------------------------------------------------
 
-def direct_spawns(count: int, parallel: int) -> dict:
-    """``count`` sandboxed ``bash script.sh`` (``true``) processes, ``parallel`` at a time."""
+def direct_spawns(count: int, parallel: int, *, limits: bool = True) -> dict:
+    """``count`` sandboxed ``bash script.sh`` (``true``) processes, ``parallel`` at a time: the very
+    processes Jobplane's executor starts for such a job (``limits``: its ``prlimit`` wrapper and its
+    CPU pinning included; without: bare ``bwrap``)."""
+    from app.executors import limits as run_limits
     from app.executors import sandbox
+    from app.executors.base import ResourceLimits
     from app.executors.local import _outside_usr
 
     workdir = tempfile.mkdtemp(prefix="jobplane-bench-direct-")
     Path(workdir, "script.sh").write_text(SCRIPT)
     argv = sandbox.wrap([BASH, "script.sh"], workdir=workdir,
                         extra_read_only=_outside_usr(os.path.realpath(sys.executable), BASH))
+    job_limits = ResourceLimits()  # a job's defaults, as the burst's jobs have
+    if limits:
+        argv = run_limits.wrap(argv, job_limits)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": sandbox.SANDBOX_WORKDIR, "LANG": "C.UTF-8"}
     spawn_times: list[float] = []
     failures = [0]
     lock = threading.Lock()
 
-    def one(_):
+    def one(n):
         spawned = time.time()
-        completed = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+        with run_limits.pinned(run_limits.cpu_set(job_limits.cpus, f"direct-{n}") if limits else None):
+            process = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+        process.communicate()
         with lock:
             spawn_times.append(spawned)
-            if completed.returncode != 0:
+            if process.returncode != 0:
                 failures[0] += 1
 
     monitor = common.CpuMonitor().start()
@@ -95,7 +107,7 @@ def direct_spawns(count: int, parallel: int) -> dict:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     spawn_times.sort()
-    return {"count": count, "parallel": parallel, "failures": failures[0],
+    return {"count": count, "parallel": parallel, "limits": limits, "failures": failures[0],
             "all_started_s": round(spawn_times[-1] - start, 3),
             "half_started_s": round(spawn_times[len(spawn_times) // 2] - start, 3),
             "all_finished_s": round(end - start, 3),
@@ -252,6 +264,9 @@ def print_report(result: dict) -> None:
               f"{d['cpu']['reaped_by_init_cpu_s']}, kernel threads {d['cpu']['kernel_threads_cpu_s']}, "
               f"other programs {d['cpu']['other_cores_avg']} cores")
     print(f"  direct mean all started: {result['direct_mean_s']:.2f} s")
+    b = result["bare_bwrap"]
+    print(f"  reference, bare bwrap (no prlimit, no pinning): all started after {b['all_started_s']:.2f} s, "
+          f"{b['spawns_per_s']}/s, CPU s: bench {b['cpu']['bench_cpu_s']}")
     print()
     print(f"  jobplane: executions {j['executions']} {j['by_status']}, sent more than once {j['sent_more_than_once']}"
           f"; attempts discarded because Redis/PostgreSQL restarted: {j['discarded_attempts']}")
@@ -271,6 +286,7 @@ def print_report(result: dict) -> None:
     print()
     g = result["goal"]
     print(f"  all started: jobplane {g['jobplane_s']} s vs direct {g['direct_s']:.2f} s -> ratio {g['ratio']:.2f}")
+    print(f"  (against bare bwrap: ratio {result['ratio_to_bare_bwrap']:.2f})")
     common.print_goal("ratio <= 1.3", g["met"])
 
 
@@ -297,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parallel = args.worker_processes * args.worker_threads
     env = JobplaneBench()
     direct = []
+    bare = None
     try:
         env.reset()
         poll_ms = env.worker_poll_ms(args.worker_poll_ms)
@@ -318,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"direct baseline #2: {args.jobs} sandboxed spawns, {parallel} at a time")
         direct.append(direct_spawns(args.jobs, parallel))
         log(f"direct #2: all started after {direct[-1]['all_started_s']} s")
+        log(f"direct reference: {args.jobs} bare bwrap spawns (no prlimit, no pinning), {parallel} at a time")
+        bare = direct_spawns(args.jobs, parallel, limits=False)
+        log(f"bare bwrap: all started after {bare['all_started_s']} s")
     finally:
         env.close()
     direct_mean = sum(d["all_started_s"] for d in direct) / len(direct)
@@ -328,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "sandboxed spawns"),
         "jobs": args.jobs, "worker_processes": args.worker_processes, "worker_threads": args.worker_threads,
         "parallel": parallel, "worker_poll_ms": poll_ms,
-        "direct": direct, "direct_mean_s": round(direct_mean, 3),
+        "direct": direct, "direct_mean_s": round(direct_mean, 3), "bare_bwrap": bare,
+        "ratio_to_bare_bwrap": (jobplane["all_started_s"] / bare["all_started_s"]) if complete else float("nan"),
         "jobplane": jobplane,
         "goal": {"jobplane_s": jobplane["all_started_s"], "direct_s": direct_mean, "ratio": ratio,
                  "met": complete and ratio <= 1.3},

@@ -75,9 +75,9 @@ class LocalExecutor:
         workdir = self._new_workdir(spec)
         try:
             command, env, sandboxed, notices = self._command(workdir, spec, staged=True)
-            process = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       start_new_session=True, close_fds=True)
+            process = limits.spawn(command, spec.limits, execution_id=spec.execution_id, cwd=workdir, env=env,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True, close_fds=True)
         except (ScriptFetchError, sandbox.SandboxUnavailable, OSError) as exc:
             logger.warning("execution %s: could not stage its process (%s); it starts the usual way",
                            spec.execution_id, exc)
@@ -100,9 +100,9 @@ class LocalExecutor:
             output("system", notice)
         started = datetime.now(timezone.utc)
         try:
-            process = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       start_new_session=True, close_fds=True)
+            process = limits.spawn(command, spec.limits, execution_id=spec.execution_id, cwd=workdir, env=env,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True, close_fds=True)
         except OSError as exc:
             return RunResult("failed", None, f"could not start the script: {exc}", None,
                              datetime.now(timezone.utc), sandboxed)
@@ -129,7 +129,7 @@ class LocalExecutor:
                            "JOBPLANE_SANDBOX=none)", spec.execution_id)
             notices.append("[jobplane] WARNING: running without a sandbox (bubblewrap is not "
                            "installed or JOBPLANE_SANDBOX=none); the script can see this machine.\n")
-        command = limits.wrap(command, spec.limits, execution_id=spec.execution_id)
+        command = limits.wrap(command, spec.limits)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", **spec.env, **spec.secret_env}
         return command, env, sandboxed, notices

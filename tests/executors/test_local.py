@@ -129,6 +129,25 @@ def test_peak_memory_and_cpu_time_are_recorded():
     assert result.cpu_seconds > 0.05
 
 
+def test_a_run_is_pinned_to_its_cpu_limit_and_the_worker_thread_is_not():
+    # Given a worker thread that may use every CPU, and a job limited to 1 CPU
+    before = os.sched_getaffinity(0)
+    spec = RunSpec(execution_id="cpus", job_type="python", timeout_seconds=30,
+                   script="import os; print(sorted(os.sched_getaffinity(0)))", limits=ResourceLimits(cpus=1))
+    # When it runs
+    result, text = run_spec(spec)
+    # Then the script saw one CPU, of those the worker may use, and the thread kept all of its own
+    assert result.status == "success", text
+    cpus = eval(text.strip())  # a printed list of ints
+    assert len(cpus) == 1 and set(cpus) <= before
+    assert os.sched_getaffinity(0) == before
+    # And a job allowed as many CPUs as the machine has is not pinned
+    spec = RunSpec(execution_id="all", job_type="python", timeout_seconds=30,
+                   script="import os; print(len(os.sched_getaffinity(0)))", limits=ResourceLimits(cpus=len(before)))
+    result, text = run_spec(spec)
+    assert int(text.strip()) == len(before)
+
+
 def test_cpu_time_limit_kills_a_busy_loop():
     spec = RunSpec(execution_id="cpu", job_type="bash", timeout_seconds=30, script="while true; do :; done",
                    limits=ResourceLimits(cpu_time_seconds=1))
