@@ -113,6 +113,29 @@ def test_the_stager_stages_allow_jobs_only_and_the_fire_at_its_time_adds_nothing
     assert [r.id for r in rows(app, allow["id"])] == [staged.id]
 
 
+def test_a_job_is_staged_while_apscheduler_is_still_busy_with_its_fire_time_but_not_after_a_misfire(
+        app, client, admin, store):
+    # Given two per-second jobs whose fire time APScheduler has not handled yet: one due a
+    # second ago (its wake-up is busy with a burst of other jobs), one due a minute ago (no
+    # scheduler ran: a misfire, for its misfire policy to decide)
+    busy, misfired = create_job(client, admin, name="busy"), create_job(client, admin, name="misfired")
+    sync.reconcile(app, store)
+    engine = app.extensions["jobplane_db"].engine
+    now = time.time()
+    with engine.begin() as connection:
+        for job, behind in ((busy, 1.0), (misfired, 60.0)):
+            connection.exec_driver_sql("UPDATE apscheduler_jobs SET next_run_time = %s WHERE id = %s",
+                                       (now - behind, job["id"]))
+    # When the stager passes
+    assert Stager(app, lead=1.5).stage_once() == 1
+    # Then the busy job's next fire time by its schedule is staged, ahead of its time
+    [staged] = rows(app, busy["id"])
+    assert staged.status == "queued" and staged.created_at < staged.scheduled_for
+    assert staged.scheduled_for.timestamp() > now and staged.scheduled_for.microsecond == 0
+    # And the misfired job's fire times are left to APScheduler and its misfire policy
+    assert rows(app, misfired["id"]) == []
+
+
 def test_a_time_the_job_no_longer_fires_at_is_not_staged(app, client, admin, store):
     # Given APScheduler's store still holds a fire time of the old schedule (the edit's sync lags)
     job = create_job(client, admin)

@@ -53,7 +53,9 @@ class Stager:
         """Stage what is due within the lead. Returns how many fires were staged."""
         now = utcnow()
         with self.app.app_context():
-            fires = staging.fires_to_stage(now=now, until=now + timedelta(seconds=self.lead))
+            fires = staging.fires_to_stage(
+                now=now, until=now + timedelta(seconds=self.lead),
+                misfire_threshold=timedelta(seconds=self.app.config["MISFIRE_THRESHOLD_SECONDS"]))
             db.session.rollback()
         if not fires:
             return 0

@@ -16,7 +16,7 @@ no ``max_concurrent``.  ``forbid``, ``replace`` and ``max_concurrent`` look at t
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 from sqlalchemy import Float, column, delete, select, table
@@ -36,29 +36,51 @@ def is_stageable(job: Job) -> bool:
     return job.status == "active" and job.concurrency_policy == "allow" and job.max_concurrent is None
 
 
-def fires_to_stage(*, now: datetime, until: datetime) -> dict[str, list[datetime]]:
-    """The fire times in (``now``, ``until``] that APScheduler will hand over, of stageable jobs,
-    not yet recorded.
+def fires_to_stage(*, now: datetime, until: datetime, misfire_threshold: timedelta) -> dict[str, list[datetime]]:
+    """The fire times in (``now``, ``until``] of stageable jobs, not yet recorded.
+
+    A job's next fire time is the one APScheduler has stored, which it will hand over.  While
+    APScheduler is still busy with a fire time that has come (a wake-up of hundreds of jobs at
+    the top of a minute takes it a second or more on a loaded machine), it has not stored the
+    next one yet: for such a job the next fire time after ``now`` is taken from its schedule, so
+    that a job firing every second is staged through a burst as at any other time (APScheduler's
+    own fire of it, when it gets there, finds it recorded).  Not for a job whose stored fire time
+    is older than ``misfire_threshold``: that one is a misfire (no scheduler ran), and its misfire
+    policy must see its fire times before any later one is recorded.
 
     Each is checked against the job's current schedule: APScheduler's store can lag an edit by
     a moment, and an edit withdraws the runs staged under the old one (``withdraw_staged``).
     """
-    due = {row.id: datetime.fromtimestamp(row.next_run_time, timezone.utc) for row in db.session.execute(
-        select(_STORE.c.id, _STORE.c.next_run_time).where(_STORE.c.next_run_time > now.timestamp(),
-                                                          _STORE.c.next_run_time <= until.timestamp()))}
-    if not due:
+    stored = {row.id: datetime.fromtimestamp(row.next_run_time, timezone.utc) for row in db.session.execute(
+        select(_STORE.c.id, _STORE.c.next_run_time).where(_STORE.c.next_run_time <= until.timestamp()))}
+    if not stored:
         return {}
     # Only the stageable ones are loaded: at a minute boundary hundreds of other jobs are due.
     jobs = {job.id: job for job in db.session.scalars(select(Job).where(
-        Job.id.in_([UUID(i) for i in due]), Job.status == "active", Job.concurrency_policy == "allow",
+        Job.id.in_([UUID(i) for i in stored]), Job.status == "active", Job.concurrency_policy == "allow",
         Job.max_concurrent.is_(None)))}
-    if not jobs:
+    due = {}
+    for job_id, job in jobs.items():
+        fire_time = stored[str(job_id)]
+        if fire_time <= now:  # APScheduler is behind: its next fire time is not stored yet
+            fire_time = next_fire_time(job, after=now) if now - fire_time <= misfire_threshold else None
+        if fire_time is not None and now < fire_time <= until and is_stageable(job):
+            due[job_id] = fire_time
+    if not due:
         return {}
     recorded = set(db.session.execute(select(Execution.job_id, Execution.scheduled_for).where(
-        Execution.job_id.in_(list(jobs)), Execution.scheduled_for.in_(sorted(set(due.values()))))))
-    return {job_id: [fire_time] for job_id, fire_time in due.items()
-            if (job := jobs.get(UUID(job_id))) is not None and is_stageable(job)
-            and (job.id, fire_time) not in recorded and is_fire_time(job, fire_time)}
+        Execution.job_id.in_(list(due)), Execution.scheduled_for.in_(sorted(set(due.values()))))))
+    return {str(job_id): [fire_time] for job_id, fire_time in due.items()
+            if (job_id, fire_time) not in recorded and is_fire_time(jobs[job_id], fire_time)}
+
+
+def next_fire_time(job: Job, *, after: datetime) -> datetime | None:
+    """The job's first fire time strictly after ``after`` by its current schedule (None: none left)."""
+    if job.schedule is None:
+        return job.run_at if job.run_at is not None and job.run_at > after else None
+    trigger = schedules.parse_cron(job.schedule, job.timezone, start_date=job.start_at, end_date=job.end_at)
+    found = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    return found.astimezone(timezone.utc) if found is not None else None
 
 
 def is_fire_time(job: Job, fire_time: datetime) -> bool:
