@@ -132,8 +132,8 @@ SETTINGS: tuple[Setting, ...] = (
             "misfire policy run_all: at most this many missed fire times are run; the rest are recorded missed"),
     Setting("STAGE_AHEAD_SECONDS", 0.6, _parse_float,
             "the leader records the fires of 'allow' jobs without max_concurrent this long before their time "
-            "and a worker starts each at its time exactly (0: off). Each staged run holds a worker thread "
-            "for up to this long"),
+            "and a worker starts each at its time exactly (0: off); a worker thread holds a staged run from "
+            "0.35 s before its time"),
     Setting("BULK_FIRE_THRESHOLD", 50, _parse_count,
             "runs sent together in a batch larger than this (a burst of jobs due at one instant) go to the "
             "bulk lane, which workers serve after the ordinary one: a burst never holds up other jobs' runs"),

@@ -10,17 +10,18 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from dramatiq import Message
 from sqlalchemy import select
 
 from app.executors import executor_for
-from app.extensions import db
+from app.extensions import db, queue
 from app.models import AuditLog, Execution, ExecutionLogChunk
 from app.scheduler import sync
 from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.fire import fire_due_job
 from app.scheduler.stager import Stager
-from app.services import runs, staged_runs, sweeper
+from app.services import runs, staged_runs, staging, sweeper
 from app.services.firing import record_fires
 from app.tasks import dispatch
 from tests.helpers import processes_with, wait_for
@@ -107,6 +108,15 @@ def test_the_stager_stages_allow_jobs_only_and_the_fire_at_its_time_adds_nothing
     assert staged.status == "queued" and staged.created_at < staged.scheduled_for
     assert staged.started_at is None and staged.claim_token is None
     assert all(rows(app, job["id"]) == [] for job in held_back)
+    # And its message waits in Redis's delay queue until DELIVER_AHEAD before its time, so that
+    # no worker thread is held for it sooner
+    with app.app_context():
+        client, namespace = queue.broker.client, queue.broker.namespace
+        [encoded] = client.hvals(f"{namespace}:{dispatch.EXECUTIONS_QUEUE}.DQ.msgs")
+    message = Message.decode(encoded)
+    assert message.args == (str(staged.id),)
+    deliver_at = datetime.fromtimestamp(message.options["eta"] / 1000, timezone.utc)
+    assert abs((staged.scheduled_for - staging.DELIVER_AHEAD - deliver_at).total_seconds()) < 0.05
     # And a second pass, and APScheduler's own fire at that time, record nothing more
     assert Stager(app, lead=1.5).stage_once() == 0
     assert fire_due_job(app, allow["id"], [staged.scheduled_for]).queued == []

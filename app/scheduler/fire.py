@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 from flask import Flask
@@ -34,9 +34,15 @@ def fire_due_job(app: Flask, job_id: str, run_times: list[datetime]) -> FireResu
     return fire_due_jobs(app, {job_id: run_times})
 
 
-def fire_due_jobs(app: Flask, fires: dict[str, list[datetime]]) -> FireResult:
+def fire_due_jobs(app: Flask, fires: dict[str, list[datetime]], *,
+                  deliver_ahead: timedelta | None = None) -> FireResult:
     """Record the fires of every job due at one wake-up in one transaction; send the queued
-    ones once it is committed."""
+    ones once it is committed.
+
+    Parameters:
+      deliver_ahead: fires recorded before their time (staged): their messages reach a worker
+        this long before the earliest of them, not sooner (see ``staging.DELIVER_AHEAD``).
+    """
     config = app.config
     with app.app_context():
         faults.point(app, "before_insert")
@@ -48,8 +54,12 @@ def fire_due_jobs(app: Flask, fires: dict[str, list[datetime]]) -> FireResult:
             faults.point(app, "after_insert")
         metrics.fires_recorded(result)
         faults.point(app, "before_send")
+        delay = None
+        if deliver_ahead is not None:
+            earliest = min(t for times in fires.values() for t in times)
+            delay = (earliest - deliver_ahead - datetime.now(timezone.utc)).total_seconds()
         try:
-            dispatch.send_runs(result.queued)
+            dispatch.send_runs(result.queued, delay_seconds=delay if delay and delay > 0 else None)
         except Exception:
             logger.exception("could not send %d run message(s); the sweeper will", len(result.queued))
     if len(fires) == 1 and (result.queued or result.skipped or result.missed):

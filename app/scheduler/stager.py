@@ -59,4 +59,4 @@ class Stager:
             db.session.rollback()
         if not fires:
             return 0
-        return len(fire.fire_due_jobs(self.app, fires).queued)
+        return len(fire.fire_due_jobs(self.app, fires, deliver_ahead=staging.DELIVER_AHEAD).queued)

@@ -74,23 +74,26 @@ def send_runs_after_commit(execution_ids: list[UUID]) -> None:
         after_commit(lambda: send_batch(execution_ids))
 
 
-def send_runs(execution_ids: list[UUID]) -> None:
+def send_runs(execution_ids: list[UUID], *, delay_seconds: float | None = None) -> None:
     """Send run messages for executions already committed (the scheduler's fire path); a batch
-    larger than ``BULK_FIRE_THRESHOLD`` (a burst due at one instant) goes to the bulk lane."""
-    run_batch_sender()(execution_ids)
+    larger than ``BULK_FIRE_THRESHOLD`` (a burst due at one instant) goes to the bulk lane.
+    ``delay_seconds``: not delivered to a worker before then (staged runs)."""
+    run_batch_sender()(execution_ids, delay_seconds=delay_seconds)
 
 
-def run_batch_sender() -> Callable[[list[UUID]], None]:
+def run_batch_sender() -> Callable[..., None]:
     """A function sending the run messages of a batch of executions, in the lane its size
-    chooses; like ``run_execution_sender``, callable after the app context is gone."""
+    chooses (optional ``delay_seconds``); like ``run_execution_sender``, callable after the app
+    context is gone."""
     broker = queue.broker
     threshold = current_app.config["BULK_FIRE_THRESHOLD"]
 
-    def send_batch(execution_ids: list[UUID]) -> None:
+    def send_batch(execution_ids: list[UUID], delay_seconds: float | None = None) -> None:
         queue_name, actor_name = ((EXECUTIONS_BULK_QUEUE, RUN_EXECUTION_BULK) if len(execution_ids) > threshold
                                   else (EXECUTIONS_QUEUE, RUN_EXECUTION))
         for execution_id in execution_ids:
-            send(broker, queue_name, actor_name, str(execution_id), key=str(execution_id))
+            send(broker, queue_name, actor_name, str(execution_id), key=str(execution_id),
+                 delay_seconds=delay_seconds)
 
     return send_batch
 
