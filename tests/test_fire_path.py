@@ -140,3 +140,19 @@ def test_a_burst_waits_in_the_bulk_lane_while_a_job_due_alone_starts_first(app, 
     (lone_run,) = executions_of(app, alone)
     burst_starts = sorted(e.started_at for job_id in burst for e in executions_of(app, job_id))
     assert lone_run.started_at < burst_starts[1], (lone_run.started_at, burst_starts)
+
+
+def test_a_worker_process_whose_threads_are_busy_leaves_the_next_run_to_an_idle_one(app, client, admin, processes):
+    # Given a worker of two processes with one thread each
+    processes.worker(WORKER_PROCESSES=2, WORKER_THREADS=1)
+    first, second = (create_job(client, admin, name=f"slow-{n}", script="sleep 3")["id"] for n in range(2))
+    # When two runs are asked for at once (the workers may still be starting: both wait in Redis)
+    ids = [client.post(f"/api/v1/jobs/{job_id}/run", headers=admin).json["id"] for job_id in (first, second)]
+    # Then they run at the same time, one in each process: a process fetches no more runs than it
+    # has threads, so the second is not held behind the first by the process that took it
+    runs = [final(app, execution_id, timeout=60) for execution_id in ids]
+    assert all(run["status"] == "success" for run in runs), runs
+    starts = sorted(datetime.fromisoformat(run["started_at"]) for run in runs)
+    ends = sorted(datetime.fromisoformat(run["completed_at"]) for run in runs)
+    assert starts[1] < ends[0], (starts, ends)
+    assert len({run["worker_id"].split(":")[1] for run in runs}) == 2

@@ -55,6 +55,10 @@ def worker() -> None:
 
     config = _settings()
     os.environ["dramatiq_worker_timeout"] = str(config["WORKER_POLL_MS"])
+    # A worker process fetches no more runs than it has threads (Dramatiq's default is twice as
+    # many): a run fetched by a process whose threads are all busy waits there while another
+    # process may be idle, and a staged run that waits misses its fire time.
+    os.environ["dramatiq_queue_prefetch"] = str(config["WORKER_THREADS"])
     os.environ.update(process_environment("worker", config))  # the worker processes' shared metrics
     # job runs in the worker processes; notifications in a process of their own (a fork that
     # Dramatiq supervises), so a worker whose threads are all busy with long runs still notifies
