@@ -59,9 +59,10 @@ class LocalExecutor:
 
     def run(self, spec: RunSpec, *, output: OutputSink, tick: Tick) -> RunResult:
         """Run ``spec`` to its end, its timeout, or until ``tick`` says stop."""
-        workdir = self._new_workdir(spec)
+        workdir = self.new_workdir(spec)
         try:
-            return self._run_in(workdir, spec, output, tick)
+            started = self.start(workdir, spec, output=output, tick=tick)
+            return started if isinstance(started, RunResult) else started.wait()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -72,7 +73,7 @@ class LocalExecutor:
           the held process, or None if it could not be prepared (a Git fetch failed, the sandbox is
           missing…): the caller runs it the usual way at its time, which reports why.
         """
-        workdir = self._new_workdir(spec)
+        workdir = self.new_workdir(spec)
         try:
             command, env, sandboxed, notices = self._command(workdir, spec, staged=True)
             process = limits.spawn(command, spec.limits, execution_id=spec.execution_id, cwd=workdir, env=env,
@@ -86,12 +87,20 @@ class LocalExecutor:
         return StagedProcess(process, workdir=workdir, spec=spec, sandboxed=sandboxed, notices=notices,
                              grace=self.kill_grace_seconds)
 
-    def _new_workdir(self, spec: RunSpec) -> str:
+    def new_workdir(self, spec: RunSpec) -> str:
+        """A fresh working directory for the run (the caller removes it)."""
         if self.run_dir:
             os.makedirs(self.run_dir, exist_ok=True)
         return tempfile.mkdtemp(prefix=f"run-{spec.execution_id}-", dir=self.run_dir)
 
-    def _run_in(self, workdir: str, spec: RunSpec, output: OutputSink, tick: Tick) -> RunResult:
+    def start(self, workdir: str, spec: RunSpec, *, output: OutputSink, tick: Tick) -> Supervision | RunResult:
+        """Prepare ``spec`` in ``workdir`` (script, limits, sandbox) and spawn its process.
+
+        Returns:
+          its supervision, not yet waited for (``Supervision.wait``, or a ``SupervisionLoop`` that
+          supervises many runs), or the outcome if it could not start (a Git fetch failed…).
+          The caller removes ``workdir`` once the run has ended.
+        """
         try:
             command, env, sandboxed, notices = self._command(workdir, spec, staged=False)
         except ScriptFetchError as exc:
@@ -106,7 +115,7 @@ class LocalExecutor:
         except OSError as exc:
             return RunResult("failed", None, f"could not start the script: {exc}", None,
                              datetime.now(timezone.utc), sandboxed)
-        return Supervision(process, spec, output, tick, self.kill_grace_seconds, sandboxed, started).wait()
+        return Supervision(process, spec, output, tick, self.kill_grace_seconds, sandboxed, started)
 
     def _command(self, workdir: str, spec: RunSpec, *,
                   staged: bool) -> tuple[list[str], dict[str, str], bool, list[str]]:
