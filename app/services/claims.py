@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Integer, String, Uuid, bindparam, func, select, text, update
 
 from app.extensions import db
 from app.models import Execution, ExecutionLogChunk, Job
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 from app.observability import metrics
 from app.services import notifications, retries
 
@@ -82,6 +82,55 @@ def claim_execution(*, execution_id: UUID, worker_id: str, default_executor: str
                               scheduled_for=claimed.scheduled_for, attempt=claimed.attempt,
                               executor=claimed.executor, started_at=claimed.started_at,
                               resume_log_after=last_heartbeat if reattach_count else None))
+
+
+def claim_execution_group(*, execution_ids: list[UUID], worker_id: str,
+                          default_executor: str = "local") -> list[Claim]:
+    """Take, in one statement, every execution of ``execution_ids`` that a group run can run:
+    ``queued``, due (no retry delay, its fire time come: a staged one is not started early), not
+    handed over, on the ``local`` executor, of a job without ``max_concurrent``.  PostgreSQL only.
+
+    Unlike ``claim_execution`` it takes no job row lock: that lock serializes the ``max_concurrent``
+    count between workers, and such jobs are left to the usual path.  The claimed rows are locked
+    in id order and rows another transaction holds are skipped (that one is claiming them), so
+    two deliveries of one group message cannot deadlock, and only one of them wins each execution.
+
+    Returns:
+      the claims won, each with its own token (its job loaded); ``started_at`` is the claim time
+      until the run's spawn time is recorded with its outcome.
+    """
+    if not execution_ids:
+        return []
+    tokens = [secrets.token_hex(16) for _ in execution_ids]
+    rows = db.session.execute(_CLAIM_GROUP, {
+        "ids": [str(execution_id) for execution_id in execution_ids], "tokens": tokens, "worker_id": worker_id,
+        "now": utcnow(), "default_executor": default_executor}).all()
+    if not rows:
+        return []
+    jobs = {job.id: job for job in db.session.scalars(select(Job).where(Job.id.in_({row.job_id for row in rows})))}
+    return [Claim(execution_id=row.id, token=row.token, job=jobs[row.job_id], scheduled_for=row.scheduled_for,
+                  attempt=row.attempt, executor="local", started_at=row.started_at) for row in rows]
+
+
+def still_queued(*, execution_ids: list[UUID]) -> list[UUID]:
+    """Those of ``execution_ids`` that are still ``queued``."""
+    if not execution_ids:
+        return []
+    return list(db.session.scalars(select(Execution.id).where(Execution.id.in_(execution_ids),
+                                                              Execution.status == "queued")))
+
+
+def heartbeat_group(*, claims: list[Claim]) -> set[UUID]:
+    """Heartbeat many runs in one statement.
+
+    Returns:
+      the executions whose claim still holds (the others were revoked: stop their runs).
+    """
+    if not claims:
+        return set()
+    return set(db.session.scalars(_HEARTBEAT_GROUP, {
+        "ids": [str(claim.execution_id) for claim in claims], "tokens": [claim.token for claim in claims],
+        "now": utcnow()}))
 
 
 def append_log(*, claim: Claim, chunks: list[tuple[str, str]],
@@ -183,3 +232,33 @@ def _finish_statement(*, with_start: bool):
 
 
 _FINISH = {True: _finish_statement(with_start=True), False: _finish_statement(with_start=False)}
+
+
+#: The group claim (``claim_execution_group``): lock the claimable rows in id order, skipping those
+#: another transaction holds, then mark them running, each with its own token.
+_CLAIM_GROUP = text("""
+WITH claimable AS (
+    SELECT e.id FROM executions AS e JOIN jobs AS j ON j.id = e.job_id
+    WHERE e.id = ANY(CAST(:ids AS uuid[])) AND e.status = 'queued' AND e.due_at IS NULL
+      AND e.reattach_count = 0 AND e.scheduled_for <= :now
+      AND coalesce(e.executor, j.executor, :default_executor) = 'local'
+      AND (j.concurrency_policy <> 'allow' OR coalesce(j.max_concurrent, 0) = 0)
+    ORDER BY e.id
+    FOR UPDATE OF e SKIP LOCKED
+)
+UPDATE executions AS e
+SET status = 'running', claim_token = t.token, worker_id = :worker_id, heartbeat_at = :now, started_at = :now,
+    executor = 'local'
+FROM claimable AS c JOIN unnest(CAST(:ids AS uuid[]), CAST(:tokens AS text[])) AS t(id, token) ON t.id = c.id
+WHERE e.id = c.id
+RETURNING e.id, e.job_id, e.scheduled_for, e.attempt, e.started_at, t.token
+""").bindparams(bindparam("now", type_=UTCDateTime())).columns(
+    id=Uuid, job_id=Uuid, scheduled_for=UTCDateTime, attempt=Integer, started_at=UTCDateTime, token=String)
+
+#: One heartbeat for the runs of a group whose claims still hold.
+_HEARTBEAT_GROUP = text("""
+UPDATE executions AS e SET heartbeat_at = :now
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS text[])) AS t(id, token)
+WHERE e.id = t.id AND e.claim_token = t.token AND e.status = 'running'
+RETURNING e.id
+""").bindparams(bindparam("now", type_=UTCDateTime())).columns(id=Uuid)
