@@ -8,6 +8,7 @@ interrupt a blocking call).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -49,8 +50,9 @@ class LocalExecutor:
         self.git_timeout_seconds = git_timeout_seconds
         self.git_allow_local = git_allow_local
 
-    @property
+    @functools.cached_property
     def sandboxed(self) -> bool:
+        """Whether runs are sandboxed (looked up once per executor: one run, or one group of runs)."""
         if self.sandbox_mode == "none":
             return False
         if self.sandbox_mode == "bubblewrap":
@@ -130,7 +132,7 @@ class LocalExecutor:
         if sandboxed:
             home = sandbox.SANDBOX_WORKDIR
             command = sandbox.wrap(argv, workdir=workdir, network=spec.network,
-                                   extra_read_only=_outside_usr(self.python, self.bash))
+                                   extra_read_only=self._interpreter_prefixes)
         else:
             home = workdir
             command = argv
@@ -142,6 +144,10 @@ class LocalExecutor:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", **spec.env, **spec.secret_env}
         return command, env, sandboxed, notices
+
+    @functools.cached_property
+    def _interpreter_prefixes(self) -> tuple[str, ...]:
+        return _outside_usr(self.python, self.bash)
 
     def _place_script(self, workdir: str, spec: RunSpec) -> str:
         """The script's path relative to the working directory, written or fetched there."""
