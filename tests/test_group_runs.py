@@ -8,6 +8,7 @@ import random
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +17,7 @@ from app.extensions import db, queue
 from app.models import Execution
 from app.models.base import utcnow
 from app.scheduler import fire
+from app.services import claims
 from app.tasks import dispatch
 from tests.helpers import processes_with, wait_for
 
@@ -274,3 +276,28 @@ def test_a_staged_member_is_not_started_before_its_time(app, client, admin, proc
     # Then both succeed, the staged one not before its fire time (it went the usual, staged way)
     assert rows[now_id].status == rows[ahead_id].status == "success"
     assert printed_time(log_of(client, admin, ahead_id)) >= scheduled_for
+
+
+def test_outcomes_recorded_together_skip_a_revoked_claim(app, client, admin):
+    # Given two executions claimed as a group, and the second cancelled meanwhile (its claim revoked)
+    job_id = create_job(client, admin, "pair")
+    ids = queue_executions(app, [job_id, job_id])
+    with app.app_context():
+        won = {str(c.execution_id): c for c in claims.claim_execution_group(
+            execution_ids=[UUID(i) for i in ids], worker_id="test-worker")}
+        db.session.commit()
+        assert set(won) == set(ids)
+        assert client.post(f"/api/v1/executions/{ids[1]}/cancel", headers=admin).status_code == 200
+        # When both outcomes are recorded with one statement
+        spawned, ended = utcnow(), utcnow() + timedelta(seconds=1)
+        recorded = claims.finish_executions(outcomes=[
+            claims.Outcome(claim=won[i], status="success", exit_code=0, error_message=None, started_at=spawned,
+                           completed_at=ended, peak_memory_kb=1234, cpu_seconds=0.5, sandboxed=True) for i in ids])
+        db.session.commit()
+    # Then only the first is, with the spawn time and its duration; the cancelled one stays cancelled
+    assert {str(i) for i in recorded} == {ids[0]}
+    rows = {str(r.id): r for r in rows_of(app, ids)}
+    first, second = rows[ids[0]], rows[ids[1]]
+    assert (first.status, first.exit_code, first.peak_memory_kb, first.sandboxed) == ("success", 0, 1234, True)
+    assert first.started_at == spawned and first.duration_seconds == 1.0 and first.completed_at == ended
+    assert second.status == "cancelled" and second.exit_code is None

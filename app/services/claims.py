@@ -189,12 +189,63 @@ def finish_execution(*, claim: Claim, status: str, exit_code: int | None, error_
     execution = db.session.scalars(_FINISH[started_at is not None], values).first()
     if execution is None:
         return False
+    _finished(execution, status=status, completed_at=completed_at)
+    return True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The outcome of a claimed run, as ``finish_execution`` takes it (for ``finish_executions``)."""
+
+    claim: Claim
+    status: str
+    exit_code: int | None
+    error_message: str | None
+    #: when the run's process was spawned (None: it never started; the claim's time stays)
+    started_at: datetime | None
+    completed_at: datetime
+    peak_memory_kb: int | None = None
+    cpu_seconds: float | None = None
+    sandboxed: bool | None = None
+
+
+def finish_executions(*, outcomes: list[Outcome]) -> set[UUID]:
+    """Record the outcomes of many claimed runs with one statement (PostgreSQL), each then with
+    its retry or notification as ``finish_execution`` does.
+
+    Returns:
+      the executions recorded; the others' claims were revoked meanwhile (nothing recorded).
+    """
+    if not outcomes:
+        return set()
+    columns: dict[str, list] = {name: [] for name in (
+        "ids", "tokens", "statuses", "exit_codes", "errors", "completed", "peaks", "cpus", "sandboxed", "started",
+        "durations")}
+    for outcome in outcomes:
+        for name, value in zip(columns, (
+                str(outcome.claim.execution_id), outcome.claim.token, outcome.status, outcome.exit_code,
+                outcome.error_message, outcome.completed_at, outcome.peak_memory_kb, outcome.cpu_seconds,
+                outcome.sandboxed, outcome.started_at,
+                None if outcome.started_at is None else
+                round((outcome.completed_at - outcome.started_at).total_seconds(), 3))):
+            columns[name].append(value)
+    by_id = {outcome.claim.execution_id: outcome for outcome in outcomes}
+    recorded = set()
+    for execution in db.session.scalars(_FINISH_MANY, columns,
+                                        execution_options={"populate_existing": True}).all():
+        outcome = by_id[execution.id]
+        _finished(execution, status=outcome.status, completed_at=outcome.completed_at)
+        recorded.add(execution.id)
+    return recorded
+
+
+def _finished(execution: Execution, *, status: str, completed_at: datetime) -> None:
+    """After an outcome is recorded: its metrics, and its retry or (final) its notifications."""
     job = db.session.get(Job, execution.job_id)  # the worker's session holds it since the claim
     metrics.execution_finished_after_commit(job_type=job.job_type, outcome=status, started_at=execution.started_at,
                                             completed_at=completed_at)
     if retries.schedule_retry(job=job, execution=execution, outcome=status, now=completed_at) is None:
         notifications.record_outcome(job=job, execution=execution)  # final: in this same transaction
-    return True
 
 
 # --- the hot path's statements, built once: building one costs about what running it does --------
@@ -262,3 +313,20 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS text[])) AS t(id, token)
 WHERE e.id = t.id AND e.claim_token = t.token AND e.status = 'running'
 RETURNING e.id
 """).bindparams(bindparam("now", type_=UTCDateTime())).columns(id=Uuid)
+
+#: The outcomes of many runs whose claims still hold (``finish_executions``), the rows returned.
+_FINISH_MANY = select(Execution).from_statement(text("""
+UPDATE executions AS e
+SET status = t.status, exit_code = t.exit_code, error_message = t.error_message, completed_at = t.completed_at,
+    heartbeat_at = t.completed_at, peak_memory_kb = t.peak_memory_kb, cpu_seconds = t.cpu_seconds,
+    sandboxed = t.sandboxed, started_at = coalesce(t.started_at, e.started_at),
+    duration_seconds = coalesce(t.duration_seconds, e.duration_seconds)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS text[]), CAST(:statuses AS text[]), CAST(:exit_codes AS integer[]),
+            CAST(:errors AS text[]), CAST(:completed AS timestamptz[]), CAST(:peaks AS bigint[]),
+            CAST(:cpus AS double precision[]), CAST(:sandboxed AS boolean[]), CAST(:started AS timestamptz[]),
+            CAST(:durations AS double precision[]))
+     AS t(id, token, status, exit_code, error_message, completed_at, peak_memory_kb, cpu_seconds, sandboxed,
+          started_at, duration_seconds)
+WHERE e.id = t.id AND e.claim_token = t.token AND e.status = 'running'
+RETURNING e.*
+"""))

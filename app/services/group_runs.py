@@ -13,7 +13,8 @@ group message carries up to ``JOBPLANE_RUN_GROUP_SIZE`` execution ids; the worke
 3. starts every run (``LocalExecutor.start``) and supervises them all in one selector loop on
    this thread (``SupervisionLoop``): each run keeps its own timeout, cancel, kill and reaping,
    its own ``LogWriter`` (masking, cap, live stream); the claims are heartbeated by one statement;
-4. records the outcomes of the runs that ended in one pass of the loop in one transaction, and
+4. records the outcomes of the runs that ended in one pass of the loop with one statement in one
+   transaction (``claims.finish_executions``: each then gets its retry or notifications), and
    publishes their final status in one Redis round trip.
 
 A run's ``started_at`` is its claim time until its outcome records the time its process was
@@ -242,7 +243,9 @@ class GroupRun:
             return
         try:
             with db.unit_of_work():
-                recorded = [self._finish(member, result) for member, result in finishing]
+                done = claims.finish_executions(outcomes=[self._outcome(member, result)
+                                                          for member, result in finishing])
+            recorded = [member.claim.execution_id in done for member, _ in finishing]
         except Exception:
             # One bad outcome must not cost the others theirs: each in its own transaction.
             logger.exception("recording %d outcomes together failed; recording them one by one", len(finishing))
@@ -250,7 +253,12 @@ class GroupRun:
             for member, result in finishing:
                 try:
                     with db.unit_of_work():
-                        recorded.append(self._finish(member, result))
+                        outcome = self._outcome(member, result)
+                        recorded.append(claims.finish_execution(
+                            claim=outcome.claim, status=outcome.status, exit_code=outcome.exit_code,
+                            error_message=outcome.error_message, started_at=outcome.started_at,
+                            completed_at=outcome.completed_at, peak_memory_kb=outcome.peak_memory_kb,
+                            cpu_seconds=outcome.cpu_seconds, sandboxed=outcome.sandboxed))
                 except Exception:
                     logger.exception("execution %s: could not record its outcome; the sweeper will declare it "
                                      "lost", member.claim.execution_id)
@@ -267,9 +275,10 @@ class GroupRun:
             events.append((execution_id, {"type": "status", "status": result.status, "exit_code": result.exit_code}))
         self._publish(events)
 
-    def _finish(self, member: GroupMember, result: RunResult) -> bool:
+    @staticmethod
+    def _outcome(member: GroupMember, result: RunResult) -> claims.Outcome:
         masker, writer = member.writer.masker, member.writer
-        return claims.finish_execution(
+        return claims.Outcome(
             claim=member.claim, status=result.status, exit_code=result.exit_code,
             error_message=_error_message(masker.mask(result.error_message) if result.error_message else None,
                                          writer.stderr_tail if result.status in ("failed", "timed_out") else ""),
