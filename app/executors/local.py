@@ -132,7 +132,7 @@ class LocalExecutor:
         if sandboxed:
             home = sandbox.SANDBOX_WORKDIR
             command = sandbox.wrap(argv, workdir=workdir, network=spec.network,
-                                   extra_read_only=self._interpreter_prefixes)
+                                   extra_read_only=self._interpreter_prefixes, bwrap=self._bwrap)
         else:
             home = workdir
             command = argv
@@ -144,6 +144,10 @@ class LocalExecutor:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", **spec.env, **spec.secret_env}
         return command, env, sandboxed, notices
+
+    @functools.cached_property
+    def _bwrap(self) -> str | None:
+        return sandbox.bubblewrap()
 
     @functools.cached_property
     def _interpreter_prefixes(self) -> tuple[str, ...]:

@@ -93,16 +93,13 @@ def _valid_ids(execution_ids) -> list[UUID]:
     if not isinstance(execution_ids, (list, tuple)):
         logger.warning("group message without a list of execution ids (%r); dropped", type(execution_ids).__name__)
         return []
-    ids: list[UUID] = []
+    ids: dict[UUID, None] = {}  # in order, once each
     for value in execution_ids:
         try:
-            execution_id = UUID(str(value))
+            ids[UUID(str(value))] = None
         except ValueError:
             logger.warning("group message: %r is not an execution id; ignored", str(value)[:100])
-            continue
-        if execution_id not in ids:
-            ids.append(execution_id)
-    return ids
+    return list(ids)
 
 
 def _forward(execution_ids: list[UUID]) -> dict[str, str]:
