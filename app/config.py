@@ -140,8 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CONCURRENCY_RETRY_SECONDS", 1.0, _parse_float,
             "a run held back by its job's max_concurrent is offered to the workers again after this long"),
     Setting("RUN_GROUP_SIZE", 50, _parse_int,
-            "a big fire batch is sent as messages of this many executions each, which one worker thread claims "
-            "in one statement, supervises in one loop and records in batches (docs/execution.md)"),
+            "the runs of a batch larger than JOBPLANE_BULK_FIRE_THRESHOLD travel in messages of this many "
+            "executions, which one worker thread claims in one statement, supervises in one loop and records "
+            "in batches (docs/execution.md)"),
     Setting("STORE_FAILURE_EXIT_SECONDS", 15.0, _parse_float,
             "the leader exits when its database has been unreachable this long (a standby takes over)"),
     Setting("FAULT_INJECTION", None, _parse_str,
