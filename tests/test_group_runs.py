@@ -4,7 +4,9 @@ secrets masking, retries, timeout and cancel; what the group path cannot run goe
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -301,3 +303,19 @@ def test_outcomes_recorded_together_skip_a_revoked_claim(app, client, admin):
     assert (first.status, first.exit_code, first.peak_memory_kb, first.sandboxed) == ("success", 0, 1234, True)
     assert first.started_at == spawned and first.duration_seconds == 1.0 and first.completed_at == ended
     assert second.status == "cancelled" and second.exit_code is None
+
+
+def test_a_worker_asked_to_stop_finishes_its_group_first(app, client, admin, processes):
+    # Given a worker running a group of three runs
+    worker = processes.worker()
+    job_ids = [create_job(client, admin, f"stop-{n}", script="sleep 2; echo done") for n in range(3)]
+    ids = queue_executions(app, job_ids)
+    send_group(app, ids)
+    wait_for(lambda: all(r.status == "running" for r in rows_of(app, ids)), timeout=30, message="the runs to start")
+    # When the worker is asked to stop (SIGTERM to its main process, as a supervisor or Kubernetes does)
+    os.kill(worker.pid, signal.SIGTERM)
+    # Then it exits after the group's runs have ended, each recorded with its output
+    worker.wait(timeout=60)
+    rows = rows_of(app, ids)
+    assert [r.status for r in rows] == ["success"] * 3
+    assert all("done" in log_of(client, admin, r.id) for r in rows)
