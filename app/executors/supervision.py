@@ -241,8 +241,6 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-
-
 class SupervisionLoop:
     """Supervises many runs with one selector loop on the calling thread: each run keeps its own
     output decoding, deadline, stop and kill, and reaping (``Supervision``); the loop only shares
