@@ -13,13 +13,17 @@ What it measures
     Dramatiq's own per-message cost (fetch, ack, middleware) is not in it: bench/burst.py counts
     the whole worker.
 
+    ``--group N``: the same runs as group messages of N executions (``group_runs``: one claim
+    statement, one supervision loop, batched outcomes); the CPU of each group is divided by N.
+    No profile then (``--profile-runs`` is ignored).
+
 How it runs
     Database ``jobplane_bench`` reset (waits until no other client uses it), one job created
     through the API, ``--warmup`` (20) runs not counted.
 
 Running it (from the repository root; services from scripts/ensure-test-services.sh)
     . ./.test-services.env && .venv/bin/python bench/run_cost.py
-    # options: --runs N (300)  --profile-runs N (60)  --warmup N (20)  --json
+    # options: --runs N (300)  --profile-runs N (60)  --warmup N (20)  --group N  --json
 """
 
 from __future__ import annotations
@@ -92,6 +96,28 @@ def run_one(app, execution_id, profile: cProfile.Profile | None = None) -> float
     return spent
 
 
+def run_group(app, execution_ids) -> float:
+    """One group message's runs as the worker does them; this thread's CPU s per run."""
+    from app.executors import executor_for
+    from app.extensions import db
+    from app.services import group_runs
+
+    context = app.app_context()
+    context.push()
+    try:
+        started = time.thread_time()
+        outcomes = group_runs.run_execution_group(execution_ids=[str(i) for i in execution_ids],
+                                                  executor_for=lambda name: executor_for(app.config, name))
+        db.session.commit()
+        spent = time.thread_time() - started
+    finally:
+        context.pop()
+    failed = {key: value for key, value in outcomes.items() if value != "success"}
+    if failed or len(outcomes) != len(execution_ids):
+        raise RuntimeError(f"group ended with {failed or outcomes}")
+    return spent / len(execution_ids)
+
+
 def breakdown(profile: cProfile.Profile, median_ms: float) -> list[dict]:
     stats = pstats.Stats(profile).stats
     whole = sum(v[3] for k, v in stats.items() if k[0].endswith("runs.py") and k[2] == "run_execution")
@@ -112,7 +138,7 @@ def measure(args) -> dict:
         if response.status_code != 201:
             raise RuntimeError(f"creating the job: HTTP {response.status_code} {response.get_data(True)}")
         job_id = response.json["id"]
-        ids = queue_runs(env, job_id, args.warmup + args.runs + args.profile_runs)
+        ids = queue_runs(env, job_id, args.warmup + args.runs + (0 if args.group else args.profile_runs))
         counts = {"statements": 0, "checkouts": 0}
         engine = env.app.extensions["jobplane_db"].engine
         for event_name, key in (("before_cursor_execute", "statements"), ("checkout", "checkouts")):
@@ -121,7 +147,13 @@ def measure(args) -> dict:
         for execution_id in ids[:args.warmup]:
             run_one(env.app, execution_id)
         counts.update(statements=0, checkouts=0)
-        cpu_ms = [1000 * run_one(env.app, execution_id) for execution_id in ids[args.warmup:args.warmup + args.runs]]
+        measured = ids[args.warmup:args.warmup + args.runs]
+        if args.group:
+            groups = [measured[start:start + args.group] for start in range(0, len(measured), args.group)]
+            cpu_ms = [1000 * run_group(env.app, group) for group in groups]
+            per_run = {key: round(value / args.runs, 2) for key, value in counts.items()}
+            return {"cpu_per_run": common.summary(cpu_ms), "per_run": per_run, "parts": []}
+        cpu_ms = [1000 * run_one(env.app, execution_id) for execution_id in measured]
         per_run = {key: round(value / args.runs, 2) for key, value in counts.items()}
         profile = cProfile.Profile(time.thread_time)
         for execution_id in ids[args.warmup + args.runs:]:
@@ -135,10 +167,13 @@ def measure(args) -> dict:
 def print_report(result: dict) -> None:
     common.print_report_head("Run cost: the worker's own CPU per run of `true`", result)
     cpu, per_run = result["cpu_per_run"], result["per_run"]
+    if result.get("group"):
+        print(f"  in groups of {result['group']} (each figure: one group's CPU / its runs)")
     print(f"  worker thread CPU per run: p50 {cpu['p50_ms']} ms  p95 {cpu['p95_ms']}  p99 {cpu['p99_ms']}  "
           f"mean {cpu['mean_ms']} (n={cpu['n']})")
     print(f"  per run: {per_run['statements']} SQL statements, {per_run['checkouts']} pool checkouts (transactions)")
-    print("  where it goes (cProfile shares x the p50):")
+    if result["parts"]:
+        print("  where it goes (cProfile shares x the p50):")
     for part in result["parts"]:
         print(f"    {part['part']:56s} {part['share_pct']:5.1f} %  {part['ms']:5.2f} ms")
 
@@ -148,14 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--profile-runs", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--group", type=int, default=0,
+                        help="run the measured runs as group messages of this many executions")
     common.add_json_option(parser)
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.profile_runs < 1 or args.warmup < 0:
-        parser.error("--runs and --profile-runs must be at least 1, --warmup at least 0")
+    if args.runs < 1 or args.profile_runs < 1 or args.warmup < 0 or args.group < 0:
+        parser.error("--runs and --profile-runs must be at least 1, --warmup and --group at least 0")
     loadavg_at_start = common.loadavg()
     measured = measure(args)
     result = {**common.result_head("run_cost", "worker thread CPU per in-process run of a `true` bash job"),
-              "runs": args.runs, "profile_runs": args.profile_runs, "warmup": args.warmup, **measured,
+              "runs": args.runs, "profile_runs": args.profile_runs, "warmup": args.warmup, "group": args.group,
+              **measured,
               **common.result_tail(loadavg_at_start)}
     common.print_result(result, as_json=args.json, report=print_report)
     return 0

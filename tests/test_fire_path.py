@@ -120,6 +120,7 @@ def test_a_script_past_its_timeout_ends_timed_out_and_its_processes_are_gone(app
 def test_a_burst_waits_in_the_bulk_lane_while_a_job_due_alone_starts_first(app, client, admin, processes):
     # Given six jobs due at one instant (a burst: the bulk threshold is 3 here) and one due alone
     app.config["BULK_FIRE_THRESHOLD"] = 3
+    app.config["RUN_GROUP_SIZE"] = 1  # one run per bulk message, so that the lanes' order shows
     yearly = "0 0 1 1 *"  # never due during the test: the fires below are the only ones
     burst = [create_job(client, admin, name=f"burst-{n}", script="sleep 0.3", schedule=yearly)["id"]
              for n in range(6)]

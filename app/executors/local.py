@@ -8,6 +8,7 @@ interrupt a blocking call).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -49,8 +50,9 @@ class LocalExecutor:
         self.git_timeout_seconds = git_timeout_seconds
         self.git_allow_local = git_allow_local
 
-    @property
+    @functools.cached_property
     def sandboxed(self) -> bool:
+        """Whether runs are sandboxed (looked up once per executor: one run, or one group of runs)."""
         if self.sandbox_mode == "none":
             return False
         if self.sandbox_mode == "bubblewrap":
@@ -59,9 +61,10 @@ class LocalExecutor:
 
     def run(self, spec: RunSpec, *, output: OutputSink, tick: Tick) -> RunResult:
         """Run ``spec`` to its end, its timeout, or until ``tick`` says stop."""
-        workdir = self._new_workdir(spec)
+        workdir = self.new_workdir(spec)
         try:
-            return self._run_in(workdir, spec, output, tick)
+            started = self.start(workdir, spec, output=output, tick=tick)
+            return started if isinstance(started, RunResult) else started.wait()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -72,7 +75,7 @@ class LocalExecutor:
           the held process, or None if it could not be prepared (a Git fetch failed, the sandbox is
           missing…): the caller runs it the usual way at its time, which reports why.
         """
-        workdir = self._new_workdir(spec)
+        workdir = self.new_workdir(spec)
         try:
             command, env, sandboxed, notices = self._command(workdir, spec, staged=True)
             process = limits.spawn(command, spec.limits, execution_id=spec.execution_id, cwd=workdir, env=env,
@@ -86,12 +89,20 @@ class LocalExecutor:
         return StagedProcess(process, workdir=workdir, spec=spec, sandboxed=sandboxed, notices=notices,
                              grace=self.kill_grace_seconds)
 
-    def _new_workdir(self, spec: RunSpec) -> str:
+    def new_workdir(self, spec: RunSpec) -> str:
+        """A fresh working directory for the run (the caller removes it)."""
         if self.run_dir:
             os.makedirs(self.run_dir, exist_ok=True)
         return tempfile.mkdtemp(prefix=f"run-{spec.execution_id}-", dir=self.run_dir)
 
-    def _run_in(self, workdir: str, spec: RunSpec, output: OutputSink, tick: Tick) -> RunResult:
+    def start(self, workdir: str, spec: RunSpec, *, output: OutputSink, tick: Tick) -> Supervision | RunResult:
+        """Prepare ``spec`` in ``workdir`` (script, limits, sandbox) and spawn its process.
+
+        Returns:
+          its supervision, not yet waited for (``Supervision.wait``, or a ``SupervisionLoop`` that
+          supervises many runs), or the outcome if it could not start (a Git fetch failed…).
+          The caller removes ``workdir`` once the run has ended.
+        """
         try:
             command, env, sandboxed, notices = self._command(workdir, spec, staged=False)
         except ScriptFetchError as exc:
@@ -106,7 +117,7 @@ class LocalExecutor:
         except OSError as exc:
             return RunResult("failed", None, f"could not start the script: {exc}", None,
                              datetime.now(timezone.utc), sandboxed)
-        return Supervision(process, spec, output, tick, self.kill_grace_seconds, sandboxed, started).wait()
+        return Supervision(process, spec, output, tick, self.kill_grace_seconds, sandboxed, started)
 
     def _command(self, workdir: str, spec: RunSpec, *,
                   staged: bool) -> tuple[list[str], dict[str, str], bool, list[str]]:
@@ -121,7 +132,7 @@ class LocalExecutor:
         if sandboxed:
             home = sandbox.SANDBOX_WORKDIR
             command = sandbox.wrap(argv, workdir=workdir, network=spec.network,
-                                   extra_read_only=_outside_usr(self.python, self.bash))
+                                   extra_read_only=self._interpreter_prefixes, bwrap=self._bwrap)
         else:
             home = workdir
             command = argv
@@ -133,6 +144,14 @@ class LocalExecutor:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", **spec.env, **spec.secret_env}
         return command, env, sandboxed, notices
+
+    @functools.cached_property
+    def _bwrap(self) -> str | None:
+        return sandbox.bubblewrap()
+
+    @functools.cached_property
+    def _interpreter_prefixes(self) -> tuple[str, ...]:
+        return _outside_usr(self.python, self.bash)
 
     def _place_script(self, workdir: str, spec: RunSpec) -> str:
         """The script's path relative to the working directory, written or fetched there."""

@@ -28,9 +28,10 @@ def bubblewrap() -> str | None:
 
 
 def wrap(argv: list[str], *, workdir: str, network: bool = True,
-         extra_read_only: tuple[str, ...] = ()) -> list[str]:
-    """The bubblewrap command line running ``argv`` inside ``workdir`` (seen as /work)."""
-    bwrap = bubblewrap()
+         extra_read_only: tuple[str, ...] = (), bwrap: str | None = None) -> list[str]:
+    """The bubblewrap command line running ``argv`` inside ``workdir`` (seen as /work); ``bwrap``:
+    its binary, if the caller has looked it up already."""
+    bwrap = bwrap or bubblewrap()
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed; install it (apt-get install "
                                  "bubblewrap) or set JOBPLANE_SANDBOX=none")

@@ -41,33 +41,69 @@ class Supervision:
                          for name in ("stdout", "stderr")}
         self.peak_memory_kb: int | None = None
         self.cpu_seconds: float | None = None
+        self.exited_at: float | None = None  # monotonic time the first process was reaped
+        self.open_pipes = 0
 
     def wait(self) -> RunResult:
+        """Supervise the run alone on this thread, to its end."""
         selector = selectors.DefaultSelector()
-        selector.register(self.process.stdout, selectors.EVENT_READ, "stdout")
-        selector.register(self.process.stderr, selectors.EVENT_READ, "stderr")
-        exited_at: float | None = None
+        self.register(selector)
         printing = True
         while selector.get_map():
             ready = selector.select(_POLL_SECONDS if printing else _QUIET_POLL_SECONDS)
             printing = bool(ready)
             for key, _ in ready:
-                data = os.read(key.fd, 65536)
-                if data:
-                    self._emit(key.data, data)
-                else:
-                    selector.unregister(key.fileobj)
-            if exited_at is None and self._reap(os.WNOHANG):
-                exited_at = time.monotonic()
-                # The main process is done: whatever it left behind goes with it.
-                self._signal_group(signal.SIGKILL)
-            if exited_at is not None and time.monotonic() - exited_at > _DRAIN_SECONDS:
+                self.read(selector, key)
+            if self.step():
                 break
-            self._enforce()
         selector.close()
-        self.process.stdout.close()
-        self.process.stderr.close()
-        if exited_at is None:
+        return self.close()
+
+    # --- the pieces of one pass, for ``wait`` or a loop supervising many runs (``SupervisionLoop``)
+
+    def register(self, selector: selectors.BaseSelector) -> None:
+        """Watch the run's output pipes with ``selector`` (each key's data: (this, stream))."""
+        selector.register(self.process.stdout, selectors.EVENT_READ, (self, "stdout"))
+        selector.register(self.process.stderr, selectors.EVENT_READ, (self, "stderr"))
+        self.open_pipes = 2
+
+    def read(self, selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+        """Read what a ready pipe holds; at its end, stop watching it."""
+        data = os.read(key.fd, 65536)
+        if data:
+            self._emit(key.data[1], data)
+        else:
+            selector.unregister(key.fileobj)
+            self.open_pipes -= 1
+
+    def step(self) -> bool:
+        """Reap the run's first process if it exited, then enforce the deadline and the claim.
+
+        Returns:
+          True once supervision is over: the first process exited and its pipes are closed, or
+          stayed open longer than the drain time (stragglers, killed with it).
+        """
+        if self.exited_at is None and self._reap(os.WNOHANG):
+            self.exited_at = time.monotonic()
+            # The main process is done: whatever it left behind goes with it.
+            self._signal_group(signal.SIGKILL)
+        if self.exited_at is not None and (self.open_pipes == 0 or
+                                           time.monotonic() - self.exited_at > _DRAIN_SECONDS):
+            return True
+        self._enforce()
+        return False
+
+    def close(self, selector: selectors.BaseSelector | None = None) -> RunResult:
+        """End supervision: close the pipes (unwatched from ``selector``), reap (waiting, if the run
+        is still alive), kill what is left of its group, and give the outcome."""
+        for pipe in (self.process.stdout, self.process.stderr):
+            if selector is not None and not pipe.closed:
+                try:
+                    selector.unregister(pipe)
+                except KeyError:
+                    pass
+            pipe.close()
+        if self.exited_at is None:
             self._reap(0)
         returncode = self.process.returncode
         self._signal_group(signal.SIGKILL)
@@ -128,6 +164,10 @@ class Supervision:
                 _kill(pid, signal.SIGKILL)
             else:
                 _kill(pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the run at once (its supervisor is giving up on it)."""
+        self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, sig: int) -> None:
         try:
@@ -201,3 +241,40 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
+class SupervisionLoop:
+    """Supervises many runs with one selector loop on the calling thread: each run keeps its own
+    output decoding, deadline, stop and kill, and reaping (``Supervision``); the loop only shares
+    the waiting.  Unlike ``Supervision.wait`` it never blocks on one run: a run that closed its
+    pipes but lives on is reaped, timed out or stopped like any other, at the next passes.
+    """
+
+    def __init__(self):
+        self.selector = selectors.DefaultSelector()
+        self.active: list[Supervision] = []
+        self._printing = True
+
+    def add(self, supervision: Supervision) -> None:
+        supervision.register(self.selector)
+        self.active.append(supervision)
+
+    def run_pass(self) -> list[tuple[Supervision, RunResult]]:
+        """Wait for output (briefly), read it, then step every run.
+
+        Returns:
+          the runs whose supervision ended in this pass, with their outcomes.
+        """
+        ready = self.selector.select(_POLL_SECONDS if self._printing else _QUIET_POLL_SECONDS)
+        self._printing = bool(ready)
+        for key, _ in ready:
+            key.data[0].read(self.selector, key)
+        ended, active = [], []
+        for supervision in self.active:
+            if supervision.step():
+                ended.append((supervision, supervision.close(self.selector)))
+            else:
+                active.append(supervision)
+        self.active = active
+        return ended
+
+    def close(self) -> None:
+        self.selector.close()

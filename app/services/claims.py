@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Integer, String, Uuid, bindparam, func, select, text, update
 
 from app.extensions import db
 from app.models import Execution, ExecutionLogChunk, Job
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 from app.observability import metrics
 from app.services import notifications, retries
 
@@ -84,6 +84,55 @@ def claim_execution(*, execution_id: UUID, worker_id: str, default_executor: str
                               resume_log_after=last_heartbeat if reattach_count else None))
 
 
+def claim_execution_group(*, execution_ids: list[UUID], worker_id: str,
+                          default_executor: str = "local") -> list[Claim]:
+    """Take, in one statement, every execution of ``execution_ids`` that a group run can run:
+    ``queued``, due (no retry delay, its fire time come: a staged one is not started early), not
+    handed over, on the ``local`` executor, of a job without ``max_concurrent``.  PostgreSQL only.
+
+    Unlike ``claim_execution`` it takes no job row lock: that lock serializes the ``max_concurrent``
+    count between workers, and such jobs are left to the usual path.  The claimed rows are locked
+    in id order and rows another transaction holds are skipped (that one is claiming them), so
+    two deliveries of one group message cannot deadlock, and only one of them wins each execution.
+
+    Returns:
+      the claims won, each with its own token (its job loaded); ``started_at`` is the claim time
+      until the run's spawn time is recorded with its outcome.
+    """
+    if not execution_ids:
+        return []
+    tokens = [secrets.token_hex(16) for _ in execution_ids]
+    rows = db.session.execute(_CLAIM_GROUP, {
+        "ids": [str(execution_id) for execution_id in execution_ids], "tokens": tokens, "worker_id": worker_id,
+        "now": utcnow(), "default_executor": default_executor}).all()
+    if not rows:
+        return []
+    jobs = {job.id: job for job in db.session.scalars(select(Job).where(Job.id.in_({row.job_id for row in rows})))}
+    return [Claim(execution_id=row.id, token=row.token, job=jobs[row.job_id], scheduled_for=row.scheduled_for,
+                  attempt=row.attempt, executor="local", started_at=row.started_at) for row in rows]
+
+
+def still_queued(*, execution_ids: list[UUID]) -> list[UUID]:
+    """Those of ``execution_ids`` that are still ``queued``."""
+    if not execution_ids:
+        return []
+    return list(db.session.scalars(select(Execution.id).where(Execution.id.in_(execution_ids),
+                                                              Execution.status == "queued")))
+
+
+def heartbeat_group(*, claims: list[Claim]) -> set[UUID]:
+    """Heartbeat many runs in one statement.
+
+    Returns:
+      the executions whose claim still holds (the others were revoked: stop their runs).
+    """
+    if not claims:
+        return set()
+    return set(db.session.scalars(_HEARTBEAT_GROUP, {
+        "ids": [str(claim.execution_id) for claim in claims], "tokens": [claim.token for claim in claims],
+        "now": utcnow()}))
+
+
 def append_log(*, claim: Claim, chunks: list[tuple[str, str]],
                truncated: bool = False) -> list[ExecutionLogChunk] | None:
     """Append output chunks ``(stream, text)`` and heartbeat, if the claim still holds.
@@ -140,12 +189,63 @@ def finish_execution(*, claim: Claim, status: str, exit_code: int | None, error_
     execution = db.session.scalars(_FINISH[started_at is not None], values).first()
     if execution is None:
         return False
+    _finished(execution, status=status, completed_at=completed_at)
+    return True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The outcome of a claimed run, as ``finish_execution`` takes it (for ``finish_executions``)."""
+
+    claim: Claim
+    status: str
+    exit_code: int | None
+    error_message: str | None
+    #: when the run's process was spawned (None: it never started; the claim's time stays)
+    started_at: datetime | None
+    completed_at: datetime
+    peak_memory_kb: int | None = None
+    cpu_seconds: float | None = None
+    sandboxed: bool | None = None
+
+
+def finish_executions(*, outcomes: list[Outcome]) -> set[UUID]:
+    """Record the outcomes of many claimed runs with one statement (PostgreSQL), each then with
+    its retry or notification as ``finish_execution`` does.
+
+    Returns:
+      the executions recorded; the others' claims were revoked meanwhile (nothing recorded).
+    """
+    if not outcomes:
+        return set()
+    columns: dict[str, list] = {name: [] for name in (
+        "ids", "tokens", "statuses", "exit_codes", "errors", "completed", "peaks", "cpus", "sandboxed", "started",
+        "durations")}
+    for outcome in outcomes:
+        for name, value in zip(columns, (
+                str(outcome.claim.execution_id), outcome.claim.token, outcome.status, outcome.exit_code,
+                outcome.error_message, outcome.completed_at, outcome.peak_memory_kb, outcome.cpu_seconds,
+                outcome.sandboxed, outcome.started_at,
+                None if outcome.started_at is None else
+                round((outcome.completed_at - outcome.started_at).total_seconds(), 3))):
+            columns[name].append(value)
+    by_id = {outcome.claim.execution_id: outcome for outcome in outcomes}
+    recorded = set()
+    for execution in db.session.scalars(_FINISH_MANY, columns,
+                                        execution_options={"populate_existing": True}).all():
+        outcome = by_id[execution.id]
+        _finished(execution, status=outcome.status, completed_at=outcome.completed_at)
+        recorded.add(execution.id)
+    return recorded
+
+
+def _finished(execution: Execution, *, status: str, completed_at: datetime) -> None:
+    """After an outcome is recorded: its metrics, and its retry or (final) its notifications."""
     job = db.session.get(Job, execution.job_id)  # the worker's session holds it since the claim
     metrics.execution_finished_after_commit(job_type=job.job_type, outcome=status, started_at=execution.started_at,
                                             completed_at=completed_at)
     if retries.schedule_retry(job=job, execution=execution, outcome=status, now=completed_at) is None:
         notifications.record_outcome(job=job, execution=execution)  # final: in this same transaction
-    return True
 
 
 # --- the hot path's statements, built once: building one costs about what running it does --------
@@ -183,3 +283,50 @@ def _finish_statement(*, with_start: bool):
 
 
 _FINISH = {True: _finish_statement(with_start=True), False: _finish_statement(with_start=False)}
+
+
+#: The group claim (``claim_execution_group``): lock the claimable rows in id order, skipping those
+#: another transaction holds, then mark them running, each with its own token.
+_CLAIM_GROUP = text("""
+WITH claimable AS (
+    SELECT e.id FROM executions AS e JOIN jobs AS j ON j.id = e.job_id
+    WHERE e.id = ANY(CAST(:ids AS uuid[])) AND e.status = 'queued' AND e.due_at IS NULL
+      AND e.reattach_count = 0 AND e.scheduled_for <= :now
+      AND coalesce(e.executor, j.executor, :default_executor) = 'local'
+      AND (j.concurrency_policy <> 'allow' OR coalesce(j.max_concurrent, 0) = 0)
+    ORDER BY e.id
+    FOR UPDATE OF e SKIP LOCKED
+)
+UPDATE executions AS e
+SET status = 'running', claim_token = t.token, worker_id = :worker_id, heartbeat_at = :now, started_at = :now,
+    executor = 'local'
+FROM claimable AS c JOIN unnest(CAST(:ids AS uuid[]), CAST(:tokens AS text[])) AS t(id, token) ON t.id = c.id
+WHERE e.id = c.id
+RETURNING e.id, e.job_id, e.scheduled_for, e.attempt, e.started_at, t.token
+""").bindparams(bindparam("now", type_=UTCDateTime())).columns(
+    id=Uuid, job_id=Uuid, scheduled_for=UTCDateTime, attempt=Integer, started_at=UTCDateTime, token=String)
+
+#: One heartbeat for the runs of a group whose claims still hold.
+_HEARTBEAT_GROUP = text("""
+UPDATE executions AS e SET heartbeat_at = :now
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS text[])) AS t(id, token)
+WHERE e.id = t.id AND e.claim_token = t.token AND e.status = 'running'
+RETURNING e.id
+""").bindparams(bindparam("now", type_=UTCDateTime())).columns(id=Uuid)
+
+#: The outcomes of many runs whose claims still hold (``finish_executions``), the rows returned.
+_FINISH_MANY = select(Execution).from_statement(text("""
+UPDATE executions AS e
+SET status = t.status, exit_code = t.exit_code, error_message = t.error_message, completed_at = t.completed_at,
+    heartbeat_at = t.completed_at, peak_memory_kb = t.peak_memory_kb, cpu_seconds = t.cpu_seconds,
+    sandboxed = t.sandboxed, started_at = coalesce(t.started_at, e.started_at),
+    duration_seconds = coalesce(t.duration_seconds, e.duration_seconds)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS text[]), CAST(:statuses AS text[]), CAST(:exit_codes AS integer[]),
+            CAST(:errors AS text[]), CAST(:completed AS timestamptz[]), CAST(:peaks AS bigint[]),
+            CAST(:cpus AS double precision[]), CAST(:sandboxed AS boolean[]), CAST(:started AS timestamptz[]),
+            CAST(:durations AS double precision[]))
+     AS t(id, token, status, exit_code, error_message, completed_at, peak_memory_kb, cpu_seconds, sandboxed,
+          started_at, duration_seconds)
+WHERE e.id = t.id AND e.claim_token = t.token AND e.status = 'running'
+RETURNING e.*
+"""))

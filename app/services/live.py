@@ -34,6 +34,16 @@ class RedisLiveLog:
     def publish(self, execution_id: UUID | str, event: dict[str, Any]) -> None:
         self.client.publish(channel_name(self.namespace, execution_id), json.dumps({**event, "ts": time.time()}))
 
+    def publish_many(self, events: list[tuple[UUID | str, dict[str, Any]]]) -> None:
+        """Publish events of many executions in one round trip (a group run's status changes)."""
+        if not events:
+            return
+        pipeline = self.client.pipeline(transaction=False)
+        now = time.time()
+        for execution_id, event in events:
+            pipeline.publish(channel_name(self.namespace, execution_id), json.dumps({**event, "ts": now}))
+        pipeline.execute()
+
 
 class LocalLiveLog:
     """In-process channels for standalone mode."""
@@ -52,6 +62,10 @@ class LocalLiveLog:
     def publish(self, execution_id: UUID | str, event: dict[str, Any]) -> None:
         for callback in list(self._subscribers.get(channel_name(self.namespace, execution_id), ())):
             callback({**event, "ts": time.time()})
+
+    def publish_many(self, events: list[tuple[UUID | str, dict[str, Any]]]) -> None:
+        for execution_id, event in events:
+            self.publish(execution_id, event)
 
 
 def live_log_for(app: Flask) -> RedisLiveLog | LocalLiveLog:

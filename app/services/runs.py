@@ -132,8 +132,8 @@ def _run(claim: Claim, executor_for: Callable[[str], Executor], writer: "LogWrit
          secret_values: dict[str, str], staged: staged_runs.StagedRun | None) -> RunResult:
     spec = run_spec(claim.job, claim.execution_id, claim.scheduled_for, claim.attempt, secret_values,
                     resume_log_after=claim.resume_log_after, started_at=claim.started_at)
-    executor = executor_for(claim.executor)
     try:
+        executor = executor_for(claim.executor)  # inside: a cluster that cannot be configured fails the run
         if claim.resume_log_after is not None:
             writer.write("system", "[jobplane] the worker running this execution stopped; this worker takes "
                                    "over and follows its Kubernetes pod\n")

@@ -6,7 +6,7 @@ import dramatiq
 from flask import current_app
 
 from app.executors import executor_for
-from app.services import notifications, runs
+from app.services import group_runs, notifications, runs
 from app.tasks import dispatch
 
 
@@ -14,6 +14,14 @@ def run_execution(execution_id: str) -> None:
     """Run a queued execution, if this delivery wins the claim (others are dropped)."""
     config = current_app.config
     runs.run_execution(execution_id=execution_id, executor_for=lambda name: executor_for(config, name))
+
+
+def run_execution_group(execution_ids: list[str]) -> None:
+    """Run the executions of a group message together (those the group path cannot run are sent
+    on singly; those claimed elsewhere are dropped)."""
+    config = current_app.config
+    group_runs.run_execution_group(execution_ids=execution_ids,
+                                   executor_for=lambda name: executor_for(config, name))
 
 
 def deliver_notification(notification_id: str) -> None:
@@ -32,6 +40,10 @@ def register_actors(broker: dramatiq.Broker) -> None:
     # the bulk lane: the same run, taken only when no run of the ordinary lane waits in the worker
     dramatiq.Actor(run_execution, actor_name=dispatch.RUN_EXECUTION_BULK, queue_name=dispatch.EXECUTIONS_BULK_QUEUE,
                    priority=_BULK_PRIORITY, broker=broker, options={"max_retries": 0, "time_limit": _NO_TIME_LIMIT_MS})
+    # a big batch arrives in the bulk lane as groups: many runs per message, one thread for them
+    dramatiq.Actor(run_execution_group, actor_name=dispatch.RUN_EXECUTION_GROUP,
+                   queue_name=dispatch.EXECUTIONS_BULK_QUEUE, priority=_BULK_PRIORITY, broker=broker,
+                   options={"max_retries": 0, "time_limit": _NO_TIME_LIMIT_MS})
     # their own queue: a notification never waits behind job runs
     dramatiq.Actor(deliver_notification, actor_name=dispatch.DELIVER_NOTIFICATION,
                    queue_name=dispatch.NOTIFICATIONS_QUEUE, priority=0, broker=broker,

@@ -3,8 +3,8 @@
 Dramatiq gives every message it puts in Redis a random id (``redis_message_id``): the entry of
 the queue's list ``<namespace>:<queue>`` (or ``<queue>.DQ`` while it is delayed) until a worker
 fetches it, then of that worker's ack set ``<namespace>:__acks__.<worker>.<queue>`` until the
-worker acknowledges it.  Here a message sent with a ``key`` option (an execution id) gets the id
-``<key>.<random>``: still unique per enqueue, as Dramatiq requires, and the key stays when a
+worker acknowledges it.  Here a message sent with a ``key`` option (an execution id, or the ids of
+a group joined by commas) gets the id ``<key>.<random>``: still unique per enqueue, as Dramatiq requires, and the key stays when a
 delayed message is moved to its queue.  The sweeper can then tell an execution whose message is
 waiting in a long queue from one whose message is gone (Redis restarted, a crash between the
 commit and the send).
@@ -57,7 +57,8 @@ def keys_in_queue(broker: dramatiq.Broker, queue_name: str, *, live_within_ms: i
         return None
     ids = broker.client.eval(_HELD_MESSAGE_IDS, 0, broker.namespace, queue_name,
                              current_millis() - live_within_ms)
-    return {message_id.decode().rpartition(".")[0] for message_id in ids}
+    # a group message's key names all its executions, joined by commas
+    return {key for message_id in ids for key in message_id.decode().rpartition(".")[0].split(",")}
 
 
 #: The ids of the messages of a queue (ARGV[2]) and its delay queue that wait in their lists or

@@ -107,9 +107,9 @@ def test_runs_waiting_in_the_bulk_lane_are_not_sent_again(app, job):
     with app.app_context():
         dispatch.send_runs(burst)
         dispatch.send_runs([alone])
-        # Then the batch waits in the bulk lane and the lone run in the ordinary one
+        # Then the batch waits in the bulk lane (one group message) and the lone run in the ordinary one
         client, namespace = queue.broker.client, queue.broker.namespace
-        assert client.llen(f"{namespace}:{dispatch.EXECUTIONS_BULK_QUEUE}") == 3
+        assert client.llen(f"{namespace}:{dispatch.EXECUTIONS_BULK_QUEUE}") == 1
         assert client.llen(f"{namespace}:{dispatch.EXECUTIONS_QUEUE}") == 1
         # And the sweeper finds all four waiting and sends none again
         assert dispatch.executions_in_queue(live_within_seconds=30) == {*burst, alone}
