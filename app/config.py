@@ -116,6 +116,9 @@ SETTINGS: tuple[Setting, ...] = (
             "longest pause of an idle Dramatiq consumer between queue polls, in ms (Dramatiq's 1000 "
             "adds up to a second of fire lag; 100 adds up to 100 ms). Each idle worker thread wakes this "
             "often too: for workers with hundreds of threads use 100 (bench/concurrency.py)"),
+    Setting("BACKGROUND_POLL_MS", 100, _parse_int,
+            "the same for the queues whose messages can wait that long: the bulk lane (bursts), its delayed "
+            "messages and notifications (an idle consumer polling every 10 ms costs about 5 % of a core)"),
     Setting("QUEUE_NAMESPACE", "jobplane", _parse_str, "prefix of Jobplane's keys in Redis"),
     Setting("SCHEDULER_LOCK_ID", 7_402_118, _parse_int,
             "PostgreSQL advisory lock key the scheduler replicas compete for"),
@@ -356,7 +359,7 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"JOBPLANE_RETENTION_BATCH_SIZE must be at most 100000, got {values['RETENTION_BATCH_SIZE']}")
     for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS", "WEB_CONNECTIONS",
                 "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "RETENTION_DAYS", "RETENTION_BATCH_SIZE",
-                "IDEMPOTENCY_TTL_HOURS", "RUN_GROUP_SIZE",
+                "IDEMPOTENCY_TTL_HOURS", "RUN_GROUP_SIZE", "WORKER_POLL_MS", "BACKGROUND_POLL_MS",
                 "NOTIFY_ATTEMPTS", "NOTIFY_BREAKER_FAILURES", "NOTIFY_THREADS"):
         if values[key] < 1:
             raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")

@@ -97,7 +97,15 @@ class Queue:
             broker = StubBroker()
             broker.emit_after("process_boot")
         else:
-            broker = KeyedRedisBroker(url=app.config["REDIS_URL"], namespace=app.config["QUEUE_NAMESPACE"])
+            from dramatiq.common import dq_name
+
+            from app.tasks.dispatch import EXECUTIONS_BULK_QUEUE, NOTIFICATIONS_QUEUE
+
+            background = {name: app.config["BACKGROUND_POLL_MS"]
+                          for queue_name in (EXECUTIONS_BULK_QUEUE, NOTIFICATIONS_QUEUE)
+                          for name in (queue_name, dq_name(queue_name))}
+            broker = KeyedRedisBroker(url=app.config["REDIS_URL"], namespace=app.config["QUEUE_NAMESPACE"],
+                                      poll_ms_by_queue=background)
         app.extensions["jobplane_broker"] = broker
 
     @property

@@ -12,7 +12,7 @@ commit and the send).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional
 from uuid import uuid4
 
 import dramatiq
@@ -25,7 +25,19 @@ KEY_OPTION = "jobplane_key"
 
 
 class KeyedRedisBroker(RedisBroker):
-    """A ``RedisBroker`` whose Redis message ids start with the message's ``jobplane_key``."""
+    """A ``RedisBroker`` whose Redis message ids start with the message's ``jobplane_key``.
+
+    ``poll_ms_by_queue``: the longest pause between two polls of an idle consumer of these
+    queues, instead of the worker's (Dramatiq polls Redis; its consumers back off up to that
+    pause while a queue stays empty, and start again from a few ms once a message came).
+    """
+
+    def __init__(self, *, poll_ms_by_queue: Mapping[str, int] | None = None, **options):
+        super().__init__(**options)
+        self.poll_ms_by_queue = dict(poll_ms_by_queue or {})
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        return super().consume(queue_name, prefetch, self.poll_ms_by_queue.get(queue_name, timeout))
 
     def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
         # RedisBroker.enqueue, but for the id: it draws a bare uuid4, unconditionally.

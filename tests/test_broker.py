@@ -1,0 +1,25 @@
+"""The Redis broker's consumers: how often each queue is polled while it is empty."""
+
+from __future__ import annotations
+
+from dramatiq.common import dq_name
+
+from app.extensions import queue
+from app.tasks import dispatch
+
+
+def test_an_idle_consumer_polls_the_queues_that_can_wait_less_often(app):
+    # Given the app's Redis broker, a worker's poll pause of 10 ms and a background one of 100 ms
+    broker = queue.broker_of(app)
+    assert app.config["BACKGROUND_POLL_MS"] == 100
+    background = [dispatch.EXECUTIONS_BULK_QUEUE, dispatch.NOTIFICATIONS_QUEUE]
+    for name in [*background, *map(dq_name, background), dispatch.EXECUTIONS_QUEUE, dq_name(dispatch.EXECUTIONS_QUEUE)]:
+        # When a worker opens a consumer of each queue with its own pause
+        consumer = broker.consume(name, prefetch=1, timeout=10)
+        try:
+            # Then the bulk lane, notifications and their delayed messages wait up to 100 ms between
+            # polls, and the ordinary lane and its delayed messages (staged runs, retries) 10 ms
+            expected = 100 if name in background or name in map(dq_name, background) else 10
+            assert consumer.timeout == expected, name
+        finally:
+            consumer.close()
