@@ -19,7 +19,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, text
 
 from app.scheduler.executor import FireExecutor
 
@@ -56,12 +56,28 @@ class BatchingJobStore(SQLAlchemyJobStore):
             return
         table = self.jobs_t
         with self.engine.begin() as connection:
-            if updates:
+            if updates and connection.dialect.name == "postgresql":
+                # One statement: psycopg2 runs an executemany as one round trip per row, and 5,000
+                # of them took a fifth of the scheduler's time in a burst (py-spy).
+                connection.execute(text(_UNNEST_UPDATE.format(table=table.name)).bindparams(
+                    ids=[u["b_id"] for u in updates], nexts=[u["b_next"] for u in updates],
+                    states=[u["b_state"] for u in updates]))
+            elif updates:
                 connection.execute(
                     table.update().where(table.c.id == bindparam("b_id"))
                     .values(next_run_time=bindparam("b_next"), job_state=bindparam("b_state")), updates)
             if removals:
                 connection.execute(table.delete().where(table.c.id.in_(removals)))
+
+
+#: The held-back updates of a batch in one statement (PostgreSQL); a next run time may be NULL (a
+#: job with no fire time left), which unnest keeps.
+_UNNEST_UPDATE = """
+    UPDATE {table} AS s SET next_run_time = v.next_run_time, job_state = v.job_state
+      FROM unnest(CAST(:ids AS varchar[]), CAST(:nexts AS double precision[]), CAST(:states AS bytea[]))
+           AS v(id, next_run_time, job_state)
+     WHERE s.id = v.id
+"""
 
 
 class BatchingScheduler(BackgroundScheduler):
