@@ -35,13 +35,15 @@ def fire_due_job(app: Flask, job_id: str, run_times: list[datetime]) -> FireResu
 
 
 def fire_due_jobs(app: Flask, fires: dict[str, list[datetime]], *,
-                  deliver_ahead: timedelta | None = None) -> FireResult:
+                  deliver_ahead: timedelta | None = None, burst: bool = False) -> FireResult:
     """Record the fires of every job due at one wake-up in one transaction; send the queued
     ones once it is committed.
 
     Parameters:
       deliver_ahead: fires recorded before their time (staged): their messages reach a worker
         this long before the earliest of them, not sooner (see ``staging.DELIVER_AHEAD``).
+      burst: these fires are part of a burst recorded in several transactions: their runs go
+        to the bulk lane whatever their number.
     """
     config = app.config
     with app.app_context():
@@ -59,7 +61,7 @@ def fire_due_jobs(app: Flask, fires: dict[str, list[datetime]], *,
             earliest = min(t for times in fires.values() for t in times)
             delay = (earliest - deliver_ahead - datetime.now(timezone.utc)).total_seconds()
         try:
-            dispatch.send_runs(result.queued, delay_seconds=delay if delay and delay > 0 else None)
+            dispatch.send_runs(result.queued, delay_seconds=delay if delay and delay > 0 else None, burst=burst)
         except Exception:
             logger.exception("could not send %d run message(s); the sweeper will", len(result.queued))
     if len(fires) == 1 and (result.queued or result.skipped or result.missed):

@@ -77,11 +77,12 @@ def send_runs_after_commit(execution_ids: list[UUID]) -> None:
         after_commit(lambda: send_batch(execution_ids))
 
 
-def send_runs(execution_ids: list[UUID], *, delay_seconds: float | None = None) -> None:
+def send_runs(execution_ids: list[UUID], *, delay_seconds: float | None = None, burst: bool = False) -> None:
     """Send run messages for executions already committed (the scheduler's fire path); a batch
-    larger than ``BULK_FIRE_THRESHOLD`` (a burst due at one instant) goes to the bulk lane.
-    ``delay_seconds``: not delivered to a worker before then (staged runs)."""
-    run_batch_sender()(execution_ids, delay_seconds=delay_seconds)
+    larger than ``BULK_FIRE_THRESHOLD`` (a burst due at one instant), or a part of one
+    (``burst``), goes to the bulk lane.  ``delay_seconds``: not delivered to a worker before then
+    (staged runs)."""
+    run_batch_sender()(execution_ids, delay_seconds=delay_seconds, burst=burst)
 
 
 def run_batch_sender() -> Callable[..., None]:
@@ -92,12 +93,13 @@ def run_batch_sender() -> Callable[..., None]:
     threshold = current_app.config["BULK_FIRE_THRESHOLD"]
     group_size = current_app.config["RUN_GROUP_SIZE"]
 
-    def send_batch(execution_ids: list[UUID], delay_seconds: float | None = None) -> None:
-        if len(execution_ids) > threshold and delay_seconds is None:
+    def send_batch(execution_ids: list[UUID], delay_seconds: float | None = None, burst: bool = False) -> None:
+        bulk = burst or len(execution_ids) > threshold
+        if bulk and delay_seconds is None:
             send_groups(broker, execution_ids, group_size=group_size)
             return
         # staged runs (delayed) stay one per message: each is prepared and started at its own time
-        queue_name, actor_name = ((EXECUTIONS_BULK_QUEUE, RUN_EXECUTION_BULK) if len(execution_ids) > threshold
+        queue_name, actor_name = ((EXECUTIONS_BULK_QUEUE, RUN_EXECUTION_BULK) if bulk
                                   else (EXECUTIONS_QUEUE, RUN_EXECUTION))
         for execution_id in execution_ids:
             send(broker, queue_name, actor_name, str(execution_id), key=str(execution_id),

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from dramatiq import Message
 from sqlalchemy import delete, select, text
 
-from app.extensions import db
+from app.extensions import db, queue
 from app.models import Execution, Job
+from app.scheduler import executor as executor_module
 from app.scheduler import sync
 from app.scheduler.batching import BatchingJobStore, BatchingScheduler
 from app.scheduler.executor import FireExecutor
 from app.scheduler.fire import fire_due_job
+from app.tasks import dispatch
 from tests.helpers import wait_for
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -153,3 +157,46 @@ def test_a_wake_up_with_many_due_jobs_records_them_in_one_batch(app, client, adm
                  message="next run times stored")
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_a_big_wake_up_is_recorded_and_sent_in_chunks_all_in_the_bulk_lane(app, client, admin, monkeypatch):
+    """A burst's first runs are sent before APScheduler has worked through all of it."""
+    # Given 25 jobs due a second ago, a bulk threshold of 5 and chunks of 10
+    app.config["BULK_FIRE_THRESHOLD"] = 5
+    monkeypatch.setattr(executor_module, "FIRE_CHUNK", 10)
+    ids = [client.post("/api/v1/jobs", headers=admin, json={
+        "name": f"burst-{i}", "job_type": "bash", "script": "true", "schedule": "* * * * *"}).json["id"]
+        for i in range(25)]
+    engine = app.extensions["jobplane_db"].engine
+    scheduler = BatchingScheduler(jobstores={"default": BatchingJobStore(engine=engine)},
+                                  executors={"default": FireExecutor(app)},
+                                  job_defaults={"coalesce": False, "misfire_grace_time": None}, timezone="UTC")
+    scheduler.start(paused=True)
+    try:
+        sync.reconcile(app, scheduler)
+        due = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=1)
+        for job_id in ids:
+            scheduler.modify_job(job_id, next_run_time=due)
+        # When the scheduler wakes up
+        scheduler.resume()
+
+        def fired():
+            with app.app_context():
+                return db.session.execute(select(Execution.job_id, Execution.created_at)
+                                          .where(Execution.scheduled_for == due)).all()
+        wait_for(lambda: len(fired()) == 25, timeout=10, message="25 fires")
+        wait_for(lambda: all(j.next_run_time > due for j in scheduler.get_jobs()), timeout=5,
+                 message="next run times stored")
+    finally:
+        scheduler.shutdown(wait=False)
+    # Then every job fired once, in three transactions (10, 10, 5: each its own created_at)
+    rows = fired()
+    assert sorted(str(job_id) for job_id, _ in rows) == sorted(ids)
+    assert sorted(Counter(created_at for _, created_at in rows).values()) == [5, 10, 10]
+    # And all their runs went to the bulk lane as group messages, the last small chunk too
+    with app.app_context():
+        client_, namespace = queue.broker.client, queue.broker.namespace
+        assert client_.llen(f"{namespace}:{dispatch.EXECUTIONS_QUEUE}") == 0
+        messages = [Message.decode(m) for m in client_.hvals(f"{namespace}:{dispatch.EXECUTIONS_BULK_QUEUE}.msgs")]
+    assert sorted(len(m.args[0]) for m in messages) == [5, 10, 10]
+    assert {m.actor_name for m in messages} == {dispatch.RUN_EXECUTION_GROUP}
