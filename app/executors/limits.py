@@ -8,13 +8,15 @@ what the Kubernetes executor uses.)
 
 CPUs: the run is pinned to its share of the machine's CPUs.  Linux keeps a CPU affinity per
 thread and a new process inherits its creator thread's, so ``spawn`` pins the spawning thread for
-the moment of the spawn and restores it at once: the run starts pinned, with no extra program
-(``taskset`` cost each run an exec, about 1 CPU-ms, measured in bench/burst.py), and the worker's
-other threads are never affected.
+the moment of the spawn (to a block that starts at the CPU it runs on: see ``cpu_set``) and
+restores it at once: the run starts pinned, with no extra program (``taskset`` cost each run an
+exec, about 1 CPU-ms, measured in bench/burst.py), and the worker's other threads are never
+affected.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -43,13 +45,25 @@ def spawn(command: list[str], limits: ResourceLimits, *, execution_id: str, **po
 
 
 def cpu_set(count: int, execution_id: str) -> set[int] | None:
-    """A contiguous block of ``count`` CPUs, spread over the machine by the execution id (None:
-    the run may use every CPU this worker may)."""
+    """A contiguous block of ``count`` CPUs (None: the run may use every CPU this worker may),
+    starting at the CPU the calling thread runs on, so that pinning the thread to it moves
+    nothing: moving a thread to a busy CPU waits for that CPU, and ``os.sched_setaffinity`` holds
+    the GIL meanwhile (a third of a burst's worker time, py-spy).  Runs spread over the machine
+    as the threads that spawn them do; by the execution id where the CPU cannot be read."""
     available = sorted(os.sched_getaffinity(0))
     if count >= len(available):
         return None
-    start = zlib.crc32(execution_id.encode()) % len(available)
+    current = _current_cpu()
+    start = (available.index(current) if current in available
+             else zlib.crc32(execution_id.encode()) % len(available))
     return {available[(start + i) % len(available)] for i in range(count)}
+
+
+def _current_cpu() -> int | None:
+    try:
+        return _SCHED_GETCPU()
+    except (AttributeError, OSError):
+        return None
 
 
 @contextmanager
@@ -67,3 +81,15 @@ def pinned(cpus: set[int] | None) -> Iterator[None]:
 
 
 _PRLIMIT = shutil.which("prlimit")
+
+
+def _load_sched_getcpu():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sched_getcpu
+    except (AttributeError, OSError):  # not glibc/musl: fall back to the execution id
+        return None
+    function.restype, function.argtypes = ctypes.c_int, []
+    return function
+
+
+_SCHED_GETCPU = _load_sched_getcpu()
