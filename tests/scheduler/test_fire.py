@@ -128,35 +128,50 @@ def test_reconcile_keeps_a_pending_fire_time_when_nothing_changed(app, job, sche
     assert scheduler.get_jobs() == []
 
 
-def test_a_wake_up_with_many_due_jobs_records_them_in_one_batch(app, client, admin):
-    """BatchingScheduler: every due job of a wake-up fires, then every next run time is stored."""
-    ids = [client.post("/api/v1/jobs", headers=admin, json={
-        "name": f"burst-{i}", "job_type": "bash", "script": "true", "schedule": "* * * * *",
-        "concurrency_policy": "allow"}).json["id"] for i in range(30)]
+def burst_jobs(client, admin, count: int, **fields) -> list[str]:
+    return [client.post("/api/v1/jobs", headers=admin, json={
+        "name": f"burst-{i}", "job_type": "bash", "script": "true", "schedule": "* * * * *", **fields}).json["id"]
+        for i in range(count)]
+
+
+def wake_up_with_all_due(app, ids: list[str]) -> datetime:
+    """A BatchingScheduler whose store holds the jobs ``ids``, all due a second ago, woken once
+    until every fire is recorded and every next run time stored.  Returns the due time."""
     engine = app.extensions["jobplane_db"].engine
     scheduler = BatchingScheduler(jobstores={"default": BatchingJobStore(engine=engine)},
                                   executors={"default": FireExecutor(app)},
                                   job_defaults={"coalesce": False, "misfire_grace_time": None}, timezone="UTC")
     scheduler.start(paused=True)
     try:
-        # Given 30 jobs all due a second ago
         sync.reconcile(app, scheduler)
         due = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=1)
         for job_id in ids:
             scheduler.modify_job(job_id, next_run_time=due)
-        # When the scheduler wakes up
         scheduler.resume()
-
-        def fired():
-            with app.app_context():
-                return set(db.session.scalars(select(Execution.job_id).where(Execution.scheduled_for == due)))
-        # Then each has its execution for that time, and a next run time after it in the store
-        wait_for(lambda: len(fired()) == 30, timeout=10, message="30 fires")
-        assert {str(job_id) for job_id in fired()} == set(ids)
+        wait_for(lambda: len(fires_at(app, due)) == len(ids), timeout=10, message=f"{len(ids)} fires")
         wait_for(lambda: all(j.next_run_time > due for j in scheduler.get_jobs()), timeout=5,
                  message="next run times stored")
     finally:
         scheduler.shutdown(wait=False)
+    return due
+
+
+def fires_at(app, due: datetime) -> list[tuple]:
+    """(job id, created_at) of the executions recorded for ``due``."""
+    with app.app_context():
+        return db.session.execute(select(Execution.job_id, Execution.created_at)
+                                  .where(Execution.scheduled_for == due)).all()
+
+
+def test_a_wake_up_with_many_due_jobs_records_them_in_one_batch(app, client, admin):
+    """BatchingScheduler: every due job of a wake-up fires, then every next run time is stored."""
+    # Given 30 jobs all due a second ago
+    ids = burst_jobs(client, admin, 30, concurrency_policy="allow")
+    # When the scheduler wakes up, then each has its execution for that time (and a next run time
+    # after it in the store), all recorded in one transaction
+    rows = fires_at(app, wake_up_with_all_due(app, ids))
+    assert sorted(str(job_id) for job_id, _ in rows) == sorted(ids)
+    assert len({created_at for _, created_at in rows}) == 1
 
 
 def test_a_big_wake_up_is_recorded_and_sent_in_chunks_all_in_the_bulk_lane(app, client, admin, monkeypatch):
@@ -164,39 +179,16 @@ def test_a_big_wake_up_is_recorded_and_sent_in_chunks_all_in_the_bulk_lane(app, 
     # Given 25 jobs due a second ago, a bulk threshold of 5 and chunks of 10
     app.config["BULK_FIRE_THRESHOLD"] = 5
     monkeypatch.setattr(executor_module, "FIRE_CHUNK", 10)
-    ids = [client.post("/api/v1/jobs", headers=admin, json={
-        "name": f"burst-{i}", "job_type": "bash", "script": "true", "schedule": "* * * * *"}).json["id"]
-        for i in range(25)]
-    engine = app.extensions["jobplane_db"].engine
-    scheduler = BatchingScheduler(jobstores={"default": BatchingJobStore(engine=engine)},
-                                  executors={"default": FireExecutor(app)},
-                                  job_defaults={"coalesce": False, "misfire_grace_time": None}, timezone="UTC")
-    scheduler.start(paused=True)
-    try:
-        sync.reconcile(app, scheduler)
-        due = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=1)
-        for job_id in ids:
-            scheduler.modify_job(job_id, next_run_time=due)
-        # When the scheduler wakes up
-        scheduler.resume()
-
-        def fired():
-            with app.app_context():
-                return db.session.execute(select(Execution.job_id, Execution.created_at)
-                                          .where(Execution.scheduled_for == due)).all()
-        wait_for(lambda: len(fired()) == 25, timeout=10, message="25 fires")
-        wait_for(lambda: all(j.next_run_time > due for j in scheduler.get_jobs()), timeout=5,
-                 message="next run times stored")
-    finally:
-        scheduler.shutdown(wait=False)
+    ids = burst_jobs(client, admin, 25)
+    # When the scheduler wakes up
+    rows = fires_at(app, wake_up_with_all_due(app, ids))
     # Then every job fired once, in three transactions (10, 10, 5: each its own created_at)
-    rows = fired()
     assert sorted(str(job_id) for job_id, _ in rows) == sorted(ids)
     assert sorted(Counter(created_at for _, created_at in rows).values()) == [5, 10, 10]
     # And all their runs went to the bulk lane as group messages, the last small chunk too
     with app.app_context():
-        client_, namespace = queue.broker.client, queue.broker.namespace
-        assert client_.llen(f"{namespace}:{dispatch.EXECUTIONS_QUEUE}") == 0
-        messages = [Message.decode(m) for m in client_.hvals(f"{namespace}:{dispatch.EXECUTIONS_BULK_QUEUE}.msgs")]
+        redis, namespace = queue.broker.client, queue.broker.namespace
+        assert redis.llen(f"{namespace}:{dispatch.EXECUTIONS_QUEUE}") == 0
+        messages = [Message.decode(m) for m in redis.hvals(f"{namespace}:{dispatch.EXECUTIONS_BULK_QUEUE}.msgs")]
     assert sorted(len(m.args[0]) for m in messages) == [5, 10, 10]
     assert {m.actor_name for m in messages} == {dispatch.RUN_EXECUTION_GROUP}
