@@ -32,7 +32,7 @@ from app.services import schedules
 #: ends: it prepares the run (a transaction, the workdir, the sandbox and the launcher: about 30 ms
 #: idle, 100-200 ms on a machine saturated by a burst) and claims it ``CLAIM_AHEAD_SECONDS`` (0.2 s)
 #: before its time.  Delivered as soon as recorded (up to 0.6 s ahead), ten per-second jobs kept
-#: 5-6 of 8 threads waiting and a third of their runs found no thread in time (bench/scale.py).
+#: 5-6 threads waiting on average; 0.35 s ahead, about 4.
 DELIVER_AHEAD = timedelta(seconds=0.35)
 
 #: APScheduler's job store: its ``next_run_time`` is the next fire time it will hand over.
