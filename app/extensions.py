@@ -104,8 +104,10 @@ class Queue:
             background = {name: app.config["BACKGROUND_POLL_MS"]
                           for queue_name in (EXECUTIONS_BULK_QUEUE, NOTIFICATIONS_QUEUE)
                           for name in (queue_name, dq_name(queue_name))}
+            # The bulk lane's group messages hold a thread for all their runs: half of a worker's
+            # threads stay for the ordinary lane (staged runs, single fires) during a burst.
             broker = KeyedRedisBroker(url=app.config["REDIS_URL"], namespace=app.config["QUEUE_NAMESPACE"],
-                                      poll_ms_by_queue=background)
+                                      poll_ms_by_queue=background, half_prefetch_queues=[EXECUTIONS_BULK_QUEUE])
         app.extensions["jobplane_broker"] = broker
 
     @property

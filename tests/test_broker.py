@@ -23,3 +23,20 @@ def test_an_idle_consumer_polls_the_queues_that_can_wait_less_often(app):
             assert consumer.timeout == expected, name
         finally:
             consumer.close()
+
+
+def test_a_worker_holds_bulk_lane_messages_for_half_of_its_threads_at_most(app):
+    # Given the app's Redis broker and a worker of 4 threads (its prefetch is its thread count)
+    broker = queue.broker_of(app)
+    for name, expected in ((dispatch.EXECUTIONS_BULK_QUEUE, 2), (dispatch.EXECUTIONS_QUEUE, 4),
+                           (dq_name(dispatch.EXECUTIONS_BULK_QUEUE), 4), (dispatch.NOTIFICATIONS_QUEUE, 4)):
+        # When it opens a consumer of each queue, then only the bulk lane's holds 2 messages at once
+        # (group messages hold a thread for all their runs: the other threads stay for the rest)
+        consumer = broker.consume(name, prefetch=4, timeout=10)
+        try:
+            assert consumer.prefetch == expected, name
+        finally:
+            consumer.close()
+    consumer = broker.consume(dispatch.EXECUTIONS_BULK_QUEUE, prefetch=1, timeout=10)
+    assert consumer.prefetch == 1  # never none
+    consumer.close()
