@@ -74,10 +74,8 @@ def cpu_set(count: int, execution_id: str) -> set[int] | None:
 
 
 def _current_cpu() -> int | None:
-    try:
-        return _SCHED_GETCPU()
-    except (AttributeError, OSError):
-        return None
+    """The CPU the calling thread runs on (None, or -1, when it cannot be read)."""
+    return _SCHED_GETCPU() if _SCHED_GETCPU is not None else None
 
 
 @contextmanager
