@@ -137,9 +137,6 @@ SETTINGS: tuple[Setting, ...] = (
             "the leader records the fires of 'allow' jobs without max_concurrent this long before their time "
             "and a worker starts each at its time exactly (0: off); a worker thread holds a staged run from "
             "0.35 s before its time"),
-    Setting("BULK_NICE", 5, _parse_count,
-            "the runs of the bulk lane (bursts) run this much nicer than the others (0-19; 0: as nice as the "
-            "others): under a burst, a job due alone still gets the CPU at once"),
     Setting("BULK_FIRE_THRESHOLD", 50, _parse_count,
             "runs sent together in a batch larger than this (a burst of jobs due at one instant) go to the "
             "bulk lane, which workers serve after the ordinary one: a burst never holds up other jobs' runs"),
@@ -360,8 +357,6 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
         values["PYTHON"] = _default_python()
     if values["RETENTION_BATCH_SIZE"] > 100_000:
         raise ConfigError(f"JOBPLANE_RETENTION_BATCH_SIZE must be at most 100000, got {values['RETENTION_BATCH_SIZE']}")
-    if values["BULK_NICE"] > 19:
-        raise ConfigError(f"JOBPLANE_BULK_NICE must be 0 to 19 (a nice value), got {values['BULK_NICE']}")
     for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS", "WEB_CONNECTIONS",
                 "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "RETENTION_DAYS", "RETENTION_BATCH_SIZE",
                 "IDEMPOTENCY_TTL_HOURS", "RUN_GROUP_SIZE", "WORKER_POLL_MS", "BACKGROUND_POLL_MS",

@@ -261,27 +261,6 @@ def test_a_burst_fired_by_the_scheduler_runs_in_groups(app, client, admin, proce
     assert sorted(sorted(group) for group in by_worker.values()) == sorted([sorted(ids[:4]), sorted(ids[4:])])
 
 
-def test_the_runs_of_a_burst_run_nicer_than_a_job_run_alone(app, client, admin, processes):
-    # Given two jobs due at one instant, more than the bulk threshold (1 here), and a third run alone
-    app.config.update(BULK_FIRE_THRESHOLD=1)
-    yearly = "0 0 1 1 *"
-    script = "echo nice=$(nice)"
-    burst = [create_job(client, admin, f"burst-{n}", script=script, schedule=yearly) for n in range(2)]
-    alone = create_job(client, admin, "alone", script=script)
-    fired = fire.fire_due_jobs(app, {job_id: [datetime.now(timezone.utc).replace(microsecond=0)] for job_id in burst})
-    single = client.post(f"/api/v1/jobs/{alone}/run", headers=admin).json["id"]
-    # When a worker runs them (its default JOBPLANE_BULK_NICE is 5)
-    processes.worker()
-    ids = [str(execution_id) for execution_id in fired.queued] + [single]
-    rows = wait_for(all_final(app, ids), timeout=60, message="the runs")
-    assert {r.status for r in rows} == {"success"}, [r.error_message for r in rows]
-    # Then the burst's scripts ran 5 nicer than the worker, the lone one as nice as the worker
-    base = os.getpriority(os.PRIO_PROCESS, 0)  # the worker inherits this process's
-    for execution_id in ids[:2]:
-        assert f"nice={min(base + 5, 19)}" in log_of(client, admin, execution_id)
-    assert f"nice={base}" in log_of(client, admin, single)
-
-
 def test_a_staged_member_is_not_started_before_its_time(app, client, admin, processes):
     # Given a group holding an execution due now and one whose fire time is 2 s ahead (staged)
     processes.worker()

@@ -44,20 +44,6 @@ def spawn(command: list[str], limits: ResourceLimits, *, execution_id: str, **po
         return subprocess.Popen(command, **popen)
 
 
-def lower_priority(pgid: int, nice: int) -> None:
-    """Raise the nice value of every process of a run's process group by ``nice`` (0: leave it).
-
-    Every process in the group now gets it, and every process they start later inherits it; the
-    run's script has not started yet (bubblewrap sets up its sandbox first), so all of it runs
-    niced.  Lowering a priority needs no privilege."""
-    if nice <= 0:
-        return
-    try:
-        os.setpriority(os.PRIO_PGRP, pgid, min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19))
-    except OSError:  # the run already ended
-        pass
-
-
 def cpu_set(count: int, execution_id: str) -> set[int] | None:
     """A contiguous block of ``count`` CPUs (None: the run may use every CPU this worker may),
     starting at the CPU the calling thread runs on, so that pinning the thread to it moves

@@ -34,7 +34,6 @@ from uuid import UUID
 from flask import current_app
 
 from app.errors import JobplaneError
-from app.executors import limits
 from app.executors.base import Executor, RunResult
 from app.executors.supervision import Supervision, SupervisionLoop
 from app.extensions import db
@@ -191,7 +190,6 @@ class GroupRun:
             return RunResult("failed", None, f"Jobplane could not run the script: {exc}", None, utcnow(), False)
         if isinstance(started, RunResult):
             return started
-        limits.lower_priority(started.process.pid, self.config["BULK_NICE"])
         member.supervision = started
         self.loop.add(started)
         return None
