@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     def report(r: dict) -> None:
         common.print_report_head("Idle worker: CPU while nothing runs", r)
         common.print_load_and_code(r)
-        print(f"  worker {r['worker_processes']} x {r['worker_threads']} threads, WORKER_POLL_MS={r['worker_poll_ms']}, "
-              f"BACKGROUND_POLL_MS={r['background_poll_ms']}")
+        print(f"  worker {r['worker_processes']} x {r['worker_threads']} threads, "
+              f"WORKER_POLL_MS={r['worker_poll_ms']}, BACKGROUND_POLL_MS={r['background_poll_ms']}")
         print(f"  worker tree {r['worker_core_share'] * 100:.1f} % of a core, redis-server "
               f"{r['redis_core_share'] * 100:.1f} %")
 

@@ -4,8 +4,8 @@ Dramatiq gives every message it puts in Redis a random id (``redis_message_id``)
 the queue's list ``<namespace>:<queue>`` (or ``<queue>.DQ`` while it is delayed) until a worker
 fetches it, then of that worker's ack set ``<namespace>:__acks__.<worker>.<queue>`` until the
 worker acknowledges it.  Here a message sent with a ``key`` option (an execution id, or the ids of
-a group joined by commas) gets the id ``<key>.<random>``: still unique per enqueue, as Dramatiq requires, and the key stays when a
-delayed message is moved to its queue.  The sweeper can then tell an execution whose message is
+a group joined by commas) gets the id ``<key>.<random>``: still unique per enqueue, as Dramatiq
+requires, and the key stays when a delayed message is moved to its queue.  The sweeper can then tell an execution whose message is
 waiting in a long queue from one whose message is gone (Redis restarted, a crash between the
 commit and the send).
 """
