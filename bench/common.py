@@ -277,25 +277,29 @@ _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 
 
 def log_time(path: Path, needle: str) -> float | None:
-    """The epoch time of the first line of a jobplane log containing ``needle`` (ms precision;
-    ``logging``'s asctime is local time)."""
-    for line in path.read_text(errors="replace").splitlines():
-        if needle in line:
-            match = _LOG_TIME.match(line)
-            if match:
-                return time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")) + int(match.group(2)) / 1000
-    return None
+    """The epoch time of the first line of a jobplane log containing ``needle`` (ms precision)."""
+    times = log_times(path, needle)
+    return times[0] if times else None
 
 
 def log_times(path: Path, needle: str) -> list[float]:
-    """The epoch times of every line of a jobplane log containing ``needle``."""
+    """The epoch times of every line of a jobplane log containing ``needle``: JSON lines (their
+    ``time``, as the processes log them by default) or text lines
+    (``logging``'s asctime, local time)."""
     times = []
     for line in path.read_text(errors="replace").splitlines():
-        if needle in line:
-            match = _LOG_TIME.match(line)
-            if match:
-                times.append(time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S"))
-                             + int(match.group(2)) / 1000)
+        if needle not in line:
+            continue
+        if line.startswith("{"):
+            try:
+                times.append(datetime.fromisoformat(json.loads(line)["time"]).timestamp())
+            except (ValueError, KeyError, TypeError):
+                pass
+            continue
+        match = _LOG_TIME.match(line)
+        if match:
+            times.append(time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S"))
+                         + int(match.group(2)) / 1000)
     return times
 
 

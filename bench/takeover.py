@@ -166,7 +166,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _stats(values: list[float]) -> dict:
+def _stats(values: list[float]) -> dict | None:
+    if not values:
+        return None
     ordered = sorted(values)
     return {"n": len(ordered), "p50_s": percentile(ordered, 50), "max_s": ordered[-1], "min_s": ordered[0]}
 
