@@ -146,6 +146,9 @@ SETTINGS: tuple[Setting, ...] = (
             "the runs of a batch larger than JOBPLANE_BULK_FIRE_THRESHOLD travel in messages of this many "
             "executions, which one worker thread claims in one statement, supervises in one loop and records "
             "in batches (docs/execution.md)"),
+    Setting("RUN_GROUP_WINDOW", 2, _parse_int,
+            "a group starts its runs this many at a time: the next waits until one has exited or has run "
+            "for 50 ms (a few sandboxes starting at once start faster than fifty; docs/execution.md)"),
     Setting("STORE_FAILURE_EXIT_SECONDS", 15.0, _parse_float,
             "the leader exits when its database has been unreachable this long (a standby takes over)"),
     Setting("FAULT_INJECTION", None, _parse_str,
@@ -359,7 +362,7 @@ def _finish(values: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"JOBPLANE_RETENTION_BATCH_SIZE must be at most 100000, got {values['RETENTION_BATCH_SIZE']}")
     for key in ("PORT", "WORKER_THREADS", "WORKER_PROCESSES", "WEB_WORKERS", "WEB_THREADS", "WEB_CONNECTIONS",
                 "SESSION_LIFETIME_MINUTES", "AUDIT_RETENTION_DAYS", "RETENTION_DAYS", "RETENTION_BATCH_SIZE",
-                "IDEMPOTENCY_TTL_HOURS", "RUN_GROUP_SIZE", "WORKER_POLL_MS", "BACKGROUND_POLL_MS",
+                "IDEMPOTENCY_TTL_HOURS", "RUN_GROUP_SIZE", "RUN_GROUP_WINDOW", "WORKER_POLL_MS", "BACKGROUND_POLL_MS",
                 "NOTIFY_ATTEMPTS", "NOTIFY_BREAKER_FAILURES", "NOTIFY_THREADS"):
         if values[key] < 1:
             raise ConfigError(f"JOBPLANE_{key} must be at least 1, got {values[key]}")

@@ -28,6 +28,7 @@ def test_defaults_and_the_psycopg2_driver():
     ("JOBPLANE_K8S_PENDING_TIMEOUT_SECONDS", "0", "JOBPLANE_K8S_PENDING_TIMEOUT_SECONDS must be more than 0"),
     ("JOBPLANE_BULK_FIRE_THRESHOLD", "-1", "JOBPLANE_BULK_FIRE_THRESHOLD must be 0 or more"),
     ("JOBPLANE_RUN_GROUP_SIZE", "0", "JOBPLANE_RUN_GROUP_SIZE must be at least 1"),
+    ("JOBPLANE_RUN_GROUP_WINDOW", "0", "JOBPLANE_RUN_GROUP_WINDOW must be at least 1"),
     ("JOBPLANE_BACKGROUND_POLL_MS", "0", "JOBPLANE_BACKGROUND_POLL_MS must be at least 1"),
     ("JOBPLANE_WORKER_POLL_MS", "0", "JOBPLANE_WORKER_POLL_MS must be at least 1"),
 ])

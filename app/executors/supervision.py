@@ -20,6 +20,8 @@ _POLL_SECONDS = 0.05
 _QUIET_POLL_SECONDS = 0.25
 #: After the main process exits, how long to wait for stragglers to close their pipes.
 _DRAIN_SECONDS = 1.0
+#: Where the kernel has pidfds (Linux 5.3+), a run's exit wakes its loop at once.
+_PIDFD_OPEN = getattr(os, "pidfd_open", None)
 
 
 class Supervision:
@@ -41,8 +43,10 @@ class Supervision:
                          for name in ("stdout", "stderr")}
         self.peak_memory_kb: int | None = None
         self.cpu_seconds: float | None = None
+        self.spawned = time.monotonic()  # made right after the spawn
         self.exited_at: float | None = None  # monotonic time the first process was reaped
         self.open_pipes = 0
+        self.pidfd: int | None = None
 
     def wait(self) -> RunResult:
         """Supervise the run alone on this thread, to its end."""
@@ -56,19 +60,35 @@ class Supervision:
                 self.read(selector, key)
             if self.step():
                 break
+        result = self.close(selector)
         selector.close()
-        return self.close()
+        return result
 
     # --- the pieces of one pass, for ``wait`` or a loop supervising many runs (``SupervisionLoop``)
 
     def register(self, selector: selectors.BaseSelector) -> None:
-        """Watch the run's output pipes with ``selector`` (each key's data: (this, stream))."""
+        """Watch the run's output pipes with ``selector`` (each key's data: (this, stream)), and
+        its first process's exit where the kernel can tell it (a pidfd: stream "exit")."""
         selector.register(self.process.stdout, selectors.EVENT_READ, (self, "stdout"))
         selector.register(self.process.stderr, selectors.EVENT_READ, (self, "stderr"))
         self.open_pipes = 2
+        if _PIDFD_OPEN is not None:
+            try:
+                self.pidfd = _PIDFD_OPEN(self.process.pid)
+            except OSError:  # an old kernel: its exit is seen at the next poll
+                return
+            selector.register(self.pidfd, selectors.EVENT_READ, (self, "exit"))
+
+    def starting(self, now: float, settle: float) -> bool:
+        """Whether the run is still starting: alive, and spawned less than ``settle`` s ago."""
+        return self.exited_at is None and now - self.spawned < settle
 
     def read(self, selector: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
-        """Read what a ready pipe holds; at its end, stop watching it."""
+        """Read what a ready pipe holds; at its end, stop watching it.  (The pidfd has nothing to
+        read: it woke the loop for ``step`` to reap the process.)"""
+        if key.data[1] == "exit":
+            self._close_pidfd(selector)
+            return
         data = os.read(key.fd, 65536)
         if data:
             self._emit(key.data[1], data)
@@ -103,6 +123,7 @@ class Supervision:
                 except KeyError:
                     pass
             pipe.close()
+        self._close_pidfd(selector)
         if self.exited_at is None:
             self._reap(0)
         returncode = self.process.returncode
@@ -112,6 +133,17 @@ class Supervision:
             if rest:
                 self.output(stream, rest)
         return self._result(returncode)
+
+    def _close_pidfd(self, selector: selectors.BaseSelector | None) -> None:
+        if self.pidfd is None:
+            return
+        if selector is not None:
+            try:
+                selector.unregister(self.pidfd)
+            except KeyError:
+                pass
+        os.close(self.pidfd)
+        self.pidfd = None
 
     def _reap(self, options: int) -> bool:
         """Wait for the run's first process with ``wait4``, keeping its resource usage (which
@@ -257,13 +289,19 @@ class SupervisionLoop:
         supervision.register(self.selector)
         self.active.append(supervision)
 
-    def run_pass(self) -> list[tuple[Supervision, RunResult]]:
-        """Wait for output (briefly), read it, then step every run.
+    def starting(self, settle: float) -> list[Supervision]:
+        """The runs still starting (see ``Supervision.starting``)."""
+        now = time.monotonic()
+        return [supervision for supervision in self.active if supervision.starting(now, settle)]
+
+    def run_pass(self, max_wait: float | None = None) -> list[tuple[Supervision, RunResult]]:
+        """Wait for output or an exit (briefly; at most ``max_wait`` s), read it, then step every run.
 
         Returns:
           the runs whose supervision ended in this pass, with their outcomes.
         """
-        ready = self.selector.select(_POLL_SECONDS if self._printing else _QUIET_POLL_SECONDS)
+        wait = _POLL_SECONDS if self._printing else _QUIET_POLL_SECONDS
+        ready = self.selector.select(wait if max_wait is None else max(0.0, min(wait, max_wait)))
         self._printing = bool(ready)
         for key, _ in ready:
             key.data[0].read(self.selector, key)

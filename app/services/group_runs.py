@@ -10,16 +10,20 @@ group message carries up to ``JOBPLANE_RUN_GROUP_SIZE`` execution ids; the worke
    delivery, already final) is dropped, so a group delivered twice runs nothing twice;
 2. reads the jobs and their secret names with the claim, and the secret values of the jobs that
    have any;
-3. starts every run (``LocalExecutor.start``) and supervises them all in one selector loop on
-   this thread (``SupervisionLoop``): each run keeps its own timeout, cancel, kill and reaping,
-   its own ``LogWriter`` (masking, cap, live stream); the claims are heartbeated by one statement;
-4. records the outcomes of the runs that ended in one pass of the loop with one statement in one
-   transaction (``claims.finish_executions``: each then gets its retry or notifications), and
-   publishes their final status in one Redis round trip.
+3. starts its runs (``LocalExecutor.start``) ``JOBPLANE_RUN_GROUP_WINDOW`` at a time — a run
+   counts as starting until it exits or ``STARTING_SECONDS`` after its spawn — and supervises
+   them all in one selector loop on this thread (``SupervisionLoop``): each run keeps its own
+   timeout, cancel, kill and reaping, its own ``LogWriter`` (masking, cap, live stream); the
+   claims, started or not, are heartbeated by one statement;
+4. records the outcomes of the runs that ended, ``RECORD_BATCH`` at a time or
+   ``RECORD_AFTER_SECONDS`` after the first ended, with one statement in one transaction
+   (``claims.finish_executions``: each then gets its retry or notifications), and publishes their
+   final status in one Redis round trip.
 
 A run's ``started_at`` is its claim time until its outcome records the time its process was
-spawned.  Whatever breaks in the loop, no process of a run outlives it: the runs left are killed,
-and their executions (still ``running``) are declared lost by the sweeper and retried.
+spawned.  Whatever breaks in the loop, the runs that ended keep their outcomes and no process of a
+run outlives it: the runs left are killed, and their executions (still ``running``, like those
+not started yet) are declared lost by the sweeper and retried.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 from uuid import UUID
@@ -48,6 +53,15 @@ from app.services.runs import LogWriter, _error_message, run_spec, worker_id
 from app.tasks import dispatch
 
 logger = logging.getLogger(__name__)
+
+#: A run counts as starting (against ``JOBPLANE_RUN_GROUP_WINDOW``) until it exits or this long
+#: after its spawn: long enough for a sandbox and an interpreter to come up on a busy machine, short
+#: enough that a group of long runs still starts ``window / STARTING_SECONDS`` of them a second.
+STARTING_SECONDS = 0.05
+#: The outcomes of runs that ended are recorded together once this many are waiting, or this long
+#: after the first of them ended, or when the group has nothing left to run.
+RECORD_BATCH = 20
+RECORD_AFTER_SECONDS = 0.2
 
 
 @dataclass
@@ -120,8 +134,14 @@ class GroupRun:
         self.live = live_log_for(current_app)
         self.secret_names = secret_names
         self.loop = SupervisionLoop()
+        self.window = config["RUN_GROUP_WINDOW"]
+        self.settle = STARTING_SECONDS
         self.members: list[GroupMember] = []
+        self.pending: deque[tuple[GroupMember, dict[str, str]]] = deque()
         self.outcomes: dict[str, str] = {}
+        self.by_supervision: dict[Supervision, GroupMember] = {}
+        self.ended: list[tuple[GroupMember, RunResult]] = []  # runs over, outcomes not yet recorded
+        self.first_ended = 0.0
         self.claims = won
 
     def run(self) -> dict[str, str]:
@@ -137,9 +157,15 @@ class GroupRun:
         logs.bind_run(job_id=None, execution_id=None, masker=group_masker)
         sentry.scrub_run_secrets(group_masker)
         try:
-            self._start_all(values, errors)
+            self._prepare(values, errors)
             self._supervise()
         finally:
+            if self.ended:  # runs that are over keep their outcomes whatever broke
+                count = len(self.ended)
+                try:
+                    self._record_ended()
+                except Exception:
+                    logger.exception("the outcomes of %d ended runs could not be recorded", count)
             self._abandon()
             self.loop.close()
         return self.outcomes
@@ -158,7 +184,9 @@ class GroupRun:
                     errors[job_id] = exc.message
         return values, errors
 
-    def _start_all(self, values: dict[UUID, dict[str, str]], errors: dict[UUID, str]) -> None:
+    def _prepare(self, values: dict[UUID, dict[str, str]], errors: dict[UUID, str]) -> None:
+        """A member (with its log writer) for each claim, pending its start; those whose secrets
+        could not be read end at once."""
         config = self.config
         ended: list[tuple[GroupMember, RunResult]] = []
         for claim in self.claims:
@@ -171,9 +199,26 @@ class GroupRun:
             if claim.job.id in errors:
                 ended.append((member, RunResult("failed", None, "the job's secrets could not be read: "
                                                 f"{errors[claim.job.id]}", None, utcnow(), False)))
+            else:
+                self.pending.append((member, secret_values))
+        if ended:
+            self._record(ended)
+
+    def _start_pending(self) -> None:
+        """Start pending members while fewer than the window are starting (see the module's
+        docstring); a member whose claim was revoked meanwhile is not started."""
+        room = self.window - len(self.loop.starting(self.settle))
+        ended: list[tuple[GroupMember, RunResult]] = []
+        while room > 0 and self.pending:
+            member, secret_values = self.pending.popleft()
+            if not member.writer.claim_held:
+                ended.append((member, RunResult("cancelled", None, "its claim was revoked before it started",
+                                                None, utcnow(), False)))
                 continue
             result = self._start(member, secret_values)
-            if result is not None:
+            if result is None:
+                room -= 1
+            else:
                 ended.append((member, result))
         if ended:
             self._record(ended)
@@ -191,19 +236,40 @@ class GroupRun:
         if isinstance(started, RunResult):
             return started
         member.supervision = started
+        self.by_supervision[started] = member
         self.loop.add(started)
         return None
 
     def _supervise(self) -> None:
-        by_supervision = {id(member.supervision): member for member in self.members if member.supervision}
         heartbeat_seconds = self.config["HEARTBEAT_SECONDS"]
-        while self.loop.active:
+        while self.pending or self.loop.active:
             if time.monotonic() - self.last_heartbeat >= heartbeat_seconds:
-                self._heartbeat([by_supervision[id(s)] for s in self.loop.active])
+                live = [self.by_supervision[s] for s in self.loop.active] + [m for m, _ in self.pending]
+                self._heartbeat(live)
                 self.last_heartbeat = time.monotonic()
-            ended = self.loop.run_pass()
-            if ended:
-                self._record([(by_supervision[id(supervision)], result) for supervision, result in ended])
+            self._start_pending()
+            if self.loop.active:
+                ended = self.loop.run_pass(max_wait=self._until_room())
+                if ended and not self.ended:
+                    self.first_ended = time.monotonic()
+                self.ended += [(self.by_supervision.pop(supervision), result) for supervision, result in ended]
+            if self.ended and (len(self.ended) >= RECORD_BATCH or not (self.pending or self.loop.active)
+                               or time.monotonic() - self.first_ended >= RECORD_AFTER_SECONDS):
+                self._record_ended()
+
+    def _record_ended(self) -> None:
+        ended, self.ended = self.ended, []
+        self._record(ended)
+
+    def _until_room(self) -> float | None:
+        """How long the loop may wait before the window has room for a pending member (None:
+        no member waits for room, or the room comes with an exit, which wakes the loop)."""
+        if not self.pending:
+            return None
+        starting = self.loop.starting(self.settle)
+        if len(starting) < self.window:
+            return 0.0
+        return min(supervision.spawned for supervision in starting) + self.settle - time.monotonic()
 
     def _heartbeat(self, members: list[GroupMember]) -> None:
         """One statement for every live run; a run whose claim is gone is stopped at its next step.
