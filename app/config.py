@@ -111,7 +111,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_THREADS", 16, _parse_int, "gthread only: threads per web worker process, one per open websocket"),
     Setting("WORKER_PROCESSES", 2, _parse_int, "Dramatiq worker processes for `jobplane worker`"),
     Setting("WORKER_THREADS", 8, _parse_int,
-            "Dramatiq threads per worker process: how many jobs one process runs at once"),
+            "Dramatiq threads per worker process: how many jobs one process runs at once (a burst's group "
+            "runs get half as many threads more, of their own)"),
     Setting("WORKER_POLL_MS", 10, _parse_int,
             "longest pause of an idle Dramatiq consumer between queue polls, in ms (Dramatiq's 1000 "
             "adds up to a second of fire lag; 100 adds up to 100 ms). Each idle worker thread wakes this "

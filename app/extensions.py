@@ -99,15 +99,16 @@ class Queue:
         else:
             from dramatiq.common import dq_name
 
-            from app.tasks.dispatch import EXECUTIONS_BULK_QUEUE, NOTIFICATIONS_QUEUE
+            from app.tasks.dispatch import BULK_LANE_THREAD_DIVISOR, EXECUTIONS_BULK_QUEUE, NOTIFICATIONS_QUEUE
 
             background = {name: app.config["BACKGROUND_POLL_MS"]
                           for queue_name in (EXECUTIONS_BULK_QUEUE, NOTIFICATIONS_QUEUE)
                           for name in (queue_name, dq_name(queue_name))}
-            # The bulk lane's group messages hold a thread for all their runs: half of a worker's
-            # threads stay for the ordinary lane (staged runs, single fires) during a burst.
+            # The bulk lane's group messages hold a thread for all their runs: a worker process
+            # holds no more of them than it has threads of its own for that lane (see dispatch).
             broker = KeyedRedisBroker(url=app.config["REDIS_URL"], namespace=app.config["QUEUE_NAMESPACE"],
-                                      poll_ms_by_queue=background, half_prefetch_queues=[EXECUTIONS_BULK_QUEUE])
+                                      poll_ms_by_queue=background,
+                                      prefetch_divisors={EXECUTIONS_BULK_QUEUE: BULK_LANE_THREAD_DIVISOR})
         app.extensions["jobplane_broker"] = broker
 
     @property

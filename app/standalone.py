@@ -24,7 +24,7 @@ from app.migrate import upgrade
 from app.scheduler.leader import FileLeaderLock
 from app.scheduler.service import SchedulerService
 from app.services import sweeper
-from app.tasks.dispatch import NOTIFICATIONS_QUEUE, RUN_QUEUES
+from app.tasks.dispatch import NOTIFICATIONS_QUEUE, RUN_QUEUES, bulk_lane_threads
 from app.tasks.middleware import AppContextMiddleware
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def run_standalone(overrides: dict[str, Any] | None = None) -> int:
 
     broker = queue.broker_of(app)
     broker.add_middleware(AppContextMiddleware(app))
-    worker = dramatiq.Worker(broker, queues=set(RUN_QUEUES), worker_threads=config["WORKER_THREADS"],
+    threads = config["WORKER_THREADS"] + bulk_lane_threads(config["WORKER_THREADS"])
+    worker = dramatiq.Worker(broker, queues=set(RUN_QUEUES), worker_threads=threads,
                              worker_timeout=config["WORKER_POLL_MS"])
     worker.start()
     # notifications on threads of their own: never behind long job runs

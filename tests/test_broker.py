@@ -25,13 +25,13 @@ def test_an_idle_consumer_polls_the_queues_that_can_wait_less_often(app):
             consumer.close()
 
 
-def test_a_worker_holds_bulk_lane_messages_for_half_of_its_threads_at_most(app):
+def test_a_worker_holds_no_more_bulk_lane_messages_than_the_lane_has_threads(app):
     # Given the app's Redis broker and a worker of 4 threads (its prefetch is its thread count)
     broker = queue.broker_of(app)
     for name, expected in ((dispatch.EXECUTIONS_BULK_QUEUE, 2), (dispatch.EXECUTIONS_QUEUE, 4),
                            (dq_name(dispatch.EXECUTIONS_BULK_QUEUE), 4), (dispatch.NOTIFICATIONS_QUEUE, 4)):
-        # When it opens a consumer of each queue, then only the bulk lane's holds 2 messages at once
-        # (group messages hold a thread for all their runs: the other threads stay for the rest)
+        # When it opens a consumer of each queue, then only the bulk lane's holds 2 messages at once:
+        # the lane's own threads (half as many, on top of the 4), each held for a whole group
         consumer = broker.consume(name, prefetch=4, timeout=10)
         try:
             assert consumer.prefetch == expected, name
@@ -40,3 +40,5 @@ def test_a_worker_holds_bulk_lane_messages_for_half_of_its_threads_at_most(app):
     consumer = broker.consume(dispatch.EXECUTIONS_BULK_QUEUE, prefetch=1, timeout=10)
     assert consumer.prefetch == 1  # never none
     consumer.close()
+    # …and as many as the threads a worker process adds for the lane
+    assert [dispatch.bulk_lane_threads(n) for n in (1, 2, 4, 8)] == [1, 1, 2, 4]

@@ -356,3 +356,24 @@ def test_a_window_does_not_make_long_runs_wait_for_each_other(app, client, admin
     ends = sorted(r.completed_at for r in rows)
     assert starts[-1] < ends[0], (starts, ends)
     assert (starts[1] - starts[0]).total_seconds() >= 0.045  # …but one after the other
+
+
+def test_a_group_never_takes_a_thread_of_the_ordinary_lane(app, client, admin, processes):
+    # Given a worker process of 2 threads (JOBPLANE_WORKER_THREADS=2), already running a group of
+    # long runs from the bulk lane
+    processes.worker(WORKER_PROCESSES=1, WORKER_THREADS=2)
+    ids = queue_executions(app, [create_job(client, admin, f"bulk-{n}", script="sleep 4") for n in range(2)])
+    send_group(app, ids)
+    wait_for(lambda: all(r.status == "running" for r in rows_of(app, ids)), timeout=30, message="the group to run")
+    # When two ordinary runs are asked for
+    ordinary = [client.post(f"/api/v1/jobs/{create_job(client, admin, f'ordinary-{n}', script='sleep 2')}/run",
+                            headers=admin).json["id"] for n in range(2)]
+    rows = wait_for(all_final(app, ordinary), timeout=60, message="the ordinary runs")
+    # Then both ran at once, beside the group: the bulk lane has a thread of its own on top of the
+    # process's 2, so the group took none of theirs
+    assert all(r.status == "success" for r in rows)
+    starts = sorted(r.started_at for r in rows)
+    ends = sorted(r.completed_at for r in rows)
+    assert starts[1] < ends[0], (starts, ends)
+    group = wait_for(all_final(app, ids), timeout=60, message="the group's runs")
+    assert starts[1] < min(r.completed_at for r in group)

@@ -51,19 +51,21 @@ def scheduler() -> None:
 
 @main.command(help="Run Dramatiq worker processes that execute jobs, and one that sends notifications.")
 def worker() -> None:
-    from app.tasks.dispatch import RUN_QUEUES
+    from app.tasks.dispatch import RUN_QUEUES, bulk_lane_threads
 
     config = _settings()
     os.environ["dramatiq_worker_timeout"] = str(config["WORKER_POLL_MS"])
     # A worker process fetches no more runs than it has threads (Dramatiq's default is twice as
     # many): a run fetched by a process whose threads are all busy waits there while another
     # process may be idle, and a staged run that waits misses its fire time.
+    # The bulk lane's threads come on top: a burst's groups never take the ordinary lane's.
     os.environ["dramatiq_queue_prefetch"] = str(config["WORKER_THREADS"])
+    threads = config["WORKER_THREADS"] + bulk_lane_threads(config["WORKER_THREADS"])
     os.environ.update(process_environment("worker", config))  # the worker processes' shared metrics
     # job runs in the worker processes; notifications in a process of their own (a fork that
     # Dramatiq supervises), so a worker whose threads are all busy with long runs still notifies
     argv = [sys.executable, "-m", "dramatiq", "--processes", str(config["WORKER_PROCESSES"]),
-            "--threads", str(config["WORKER_THREADS"]), "--queues", *RUN_QUEUES,
+            "--threads", str(threads), "--queues", *RUN_QUEUES,
             "--fork-function", "worker:run_notifier", "worker:setup_broker"]
     os.execv(sys.executable, argv)
 

@@ -12,7 +12,7 @@ commit and the send).
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional
+from typing import Mapping, Optional
 from uuid import uuid4
 
 import dramatiq
@@ -31,21 +31,21 @@ class KeyedRedisBroker(RedisBroker):
     queues, instead of the worker's (Dramatiq polls Redis; its consumers back off up to that
     pause while a queue stays empty, and start again from a few ms once a message came).
 
-    ``half_prefetch_queues``: a worker process holds at most half as many messages of these
-    queues as of the others (at least one).  A message occupies a worker thread from the moment
-    a thread takes it, and a thread is never taken back: so at most half of a worker's threads
-    work on these queues, and the others stay free for the rest.
+    ``prefetch_divisors``: a worker process holds at most 1/N as many messages of such a queue
+    as of the others (at least one).  A message occupies a worker thread from the moment a thread
+    takes it, and a thread is never taken back: so at most 1/N of a worker's threads work on that
+    queue, and the others stay free for the rest.
     """
 
     def __init__(self, *, poll_ms_by_queue: Mapping[str, int] | None = None,
-                 half_prefetch_queues: Iterable[str] = (), **options):
+                 prefetch_divisors: Mapping[str, int] | None = None, **options):
         super().__init__(**options)
         self.poll_ms_by_queue = dict(poll_ms_by_queue or {})
-        self.half_prefetch_queues = frozenset(half_prefetch_queues)
+        self.prefetch_divisors = dict(prefetch_divisors or {})
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
-        if queue_name in self.half_prefetch_queues:
-            prefetch = max(prefetch // 2, 1)
+        if queue_name in self.prefetch_divisors:
+            prefetch = max(prefetch // self.prefetch_divisors[queue_name], 1)
         return super().consume(queue_name, prefetch, self.poll_ms_by_queue.get(queue_name, timeout))
 
     def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
