@@ -29,6 +29,7 @@ def setup_broker() -> None:
 def run_notifier() -> int:
     """Deliver notifications until SIGTERM/SIGINT: Dramatiq forks this beside the run workers and
     stops them all if it dies. It also serves the worker's /metrics, /health and /ready."""
+    from app.tasks.broker import THREAD_WAKE_MS
     from app.tasks.dispatch import NOTIFICATIONS_QUEUE
 
     app = create_app()
@@ -36,7 +37,7 @@ def run_notifier() -> int:
     probes = observability.instrument_worker(app, broker, notifier=True)  # logs, Sentry, /metrics, /ready
     broker.add_middleware(AppContextMiddleware(app))
     notifier = dramatiq.Worker(broker, queues={NOTIFICATIONS_QUEUE}, worker_threads=app.config["NOTIFY_THREADS"],
-                               worker_timeout=app.config["WORKER_POLL_MS"])
+                               worker_timeout=THREAD_WAKE_MS)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -107,7 +107,7 @@ class Queue:
             # The bulk lane's group messages hold a thread for all their runs: a worker process
             # holds no more of them than it has threads of its own for that lane (see dispatch).
             broker = KeyedRedisBroker(url=app.config["REDIS_URL"], namespace=app.config["QUEUE_NAMESPACE"],
-                                      poll_ms_by_queue=background,
+                                      poll_ms=app.config["WORKER_POLL_MS"], poll_ms_by_queue=background,
                                       prefetch_divisors={EXECUTIONS_BULK_QUEUE: BULK_LANE_THREAD_DIVISOR})
         app.extensions["jobplane_broker"] = broker
 

@@ -6,16 +6,18 @@ from dramatiq.common import dq_name
 
 from app.extensions import queue
 from app.tasks import dispatch
+from app.tasks.broker import THREAD_WAKE_MS
 
 
 def test_an_idle_consumer_polls_the_queues_that_can_wait_less_often(app):
     # Given the app's Redis broker, a worker's poll pause of 10 ms and a background one of 100 ms
     broker = queue.broker_of(app)
-    assert app.config["BACKGROUND_POLL_MS"] == 100
+    assert (app.config["WORKER_POLL_MS"], app.config["BACKGROUND_POLL_MS"]) == (10, 100)
     background = [dispatch.EXECUTIONS_BULK_QUEUE, dispatch.NOTIFICATIONS_QUEUE]
     for name in [*background, *map(dq_name, background), dispatch.EXECUTIONS_QUEUE, dq_name(dispatch.EXECUTIONS_QUEUE)]:
-        # When a worker opens a consumer of each queue with its own pause
-        consumer = broker.consume(name, prefetch=1, timeout=10)
+        # When a Jobplane worker opens a consumer of each queue, with its Dramatiq timeout of 1 s
+        # (how often its idle threads wake)
+        consumer = broker.consume(name, prefetch=1, timeout=THREAD_WAKE_MS)
         try:
             # Then the bulk lane, notifications and their delayed messages wait up to 100 ms between
             # polls, and the ordinary lane and its delayed messages (staged runs, retries) 10 ms

@@ -51,10 +51,12 @@ def scheduler() -> None:
 
 @main.command(help="Run Dramatiq worker processes that execute jobs, and one that sends notifications.")
 def worker() -> None:
+    from app.tasks.broker import THREAD_WAKE_MS
     from app.tasks.dispatch import RUN_QUEUES, bulk_lane_threads
 
     config = _settings()
-    os.environ["dramatiq_worker_timeout"] = str(config["WORKER_POLL_MS"])
+    # Idle threads wake once a second; the consumers poll at WORKER_POLL_MS (KeyedRedisBroker).
+    os.environ["dramatiq_worker_timeout"] = str(THREAD_WAKE_MS)
     # A worker process fetches no more runs than it has threads (Dramatiq's default is twice as
     # many): a run fetched by a process whose threads are all busy waits there while another
     # process may be idle, and a staged run that waits misses its fire time.

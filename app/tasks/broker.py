@@ -24,12 +24,20 @@ from dramatiq.common import current_millis, dq_name
 KEY_OPTION = "jobplane_key"
 
 
+#: The Dramatiq worker timeout of Jobplane's Redis workers: how often an idle worker thread wakes
+#: (to notice a shutdown); their consumers poll at ``WORKER_POLL_MS`` regardless (``poll_ms``).
+THREAD_WAKE_MS = 1000
+
+
 class KeyedRedisBroker(RedisBroker):
     """A ``RedisBroker`` whose Redis message ids start with the message's ``jobplane_key``.
 
-    ``poll_ms_by_queue``: the longest pause between two polls of an idle consumer of these
-    queues, instead of the worker's (Dramatiq polls Redis; its consumers back off up to that
-    pause while a queue stays empty, and start again from a few ms once a message came).
+    ``poll_ms``, ``poll_ms_by_queue``: the longest pause between two polls of an idle consumer
+    (of these queues), instead of the Dramatiq worker's timeout (Dramatiq polls Redis; its
+    consumers back off up to that pause while a queue stays empty, and start again from a few ms
+    once a message came).  The worker's timeout then only sets how often its idle threads wake to
+    check for a shutdown (``THREAD_WAKE_MS``): at the 10 ms a consumer needs, every idle thread
+    took the GIL a hundred times a second from the threads running a burst.
 
     ``prefetch_divisors``: a worker process holds at most 1/N as many messages of such a queue
     as of the others (at least one).  A message occupies a worker thread from the moment a thread
@@ -37,16 +45,18 @@ class KeyedRedisBroker(RedisBroker):
     queue, and the others stay free for the rest.
     """
 
-    def __init__(self, *, poll_ms_by_queue: Mapping[str, int] | None = None,
+    def __init__(self, *, poll_ms: int | None = None, poll_ms_by_queue: Mapping[str, int] | None = None,
                  prefetch_divisors: Mapping[str, int] | None = None, **options):
         super().__init__(**options)
+        self.poll_ms = poll_ms
         self.poll_ms_by_queue = dict(poll_ms_by_queue or {})
         self.prefetch_divisors = dict(prefetch_divisors or {})
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
         if queue_name in self.prefetch_divisors:
             prefetch = max(prefetch // self.prefetch_divisors[queue_name], 1)
-        return super().consume(queue_name, prefetch, self.poll_ms_by_queue.get(queue_name, timeout))
+        poll_ms = self.poll_ms_by_queue.get(queue_name, self.poll_ms if self.poll_ms is not None else timeout)
+        return super().consume(queue_name, prefetch, poll_ms)
 
     def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
         # RedisBroker.enqueue, but for the id: it draws a bare uuid4, unconditionally.
