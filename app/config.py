@@ -115,8 +115,8 @@ SETTINGS: tuple[Setting, ...] = (
             "runs get half as many threads more, of their own)"),
     Setting("WORKER_POLL_MS", 10, _parse_int,
             "longest pause of an idle Dramatiq consumer between queue polls, in ms (Dramatiq's 1000 "
-            "adds up to a second of fire lag; 100 adds up to 100 ms). Each idle worker thread wakes this "
-            "often too: for workers with hundreds of threads use 100 (bench/concurrency.py)"),
+            "adds up to a second of fire lag; 100 adds up to 100 ms). The idle threads of `jobplane worker` "
+            "wake once a second whatever this is; in standalone mode they wake this often"),
     Setting("BACKGROUND_POLL_MS", 100, _parse_int,
             "the same for the queues whose messages can wait that long: the bulk lane (bursts), its delayed "
             "messages and notifications (an idle consumer polling every 10 ms costs about 5 % of a core)"),

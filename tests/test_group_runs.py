@@ -324,34 +324,35 @@ def test_a_worker_asked_to_stop_finishes_its_group_first(app, client, admin, pro
     assert all("done" in log_of(client, admin, r.id) for r in rows)
 
 
-def test_a_group_starts_its_runs_a_window_at_a_time(app, client, admin, processes):
-    # Given a worker whose groups start one run at a time (JOBPLANE_RUN_GROUP_WINDOW=1), and five
-    # runs that exit at once
-    processes.worker(RUN_GROUP_WINDOW=1)
-    job_ids = [create_job(client, admin, f"window-{n}", script='echo "at $(date +%s.%N)"') for n in range(5)]
-    ids = queue_executions(app, job_ids)
-    # When they are sent as one group message
+def run_one_group(app, client, admin, name: str, script: str, count: int) -> list[Execution]:
+    """``count`` jobs running ``script``, their executions sent as one group message; their rows
+    once all are final (each must have succeeded)."""
+    ids = queue_executions(app, [create_job(client, admin, f"{name}-{n}", script=script) for n in range(count)])
     send_group(app, ids)
     rows = wait_for(all_final(app, ids), timeout=60, message="the group's runs")
+    assert all(r.status == "success" for r in rows), rows
+    return rows
+
+
+def test_a_group_starts_its_runs_a_window_at_a_time(app, client, admin, processes):
+    # Given a worker whose groups start one run at a time (JOBPLANE_RUN_GROUP_WINDOW=1)
+    processes.worker(RUN_GROUP_WINDOW=1)
+    # When five runs that exit at once are sent as one group message
+    rows = run_one_group(app, client, admin, "window", "echo started", 5)
     # Then each run started after the one before it had ended: never two starting at once
     # (a group of fifty used to spawn its fifty sandboxes in one go)
-    assert all(r.status == "success" for r in rows)
-    runs = sorted((printed_time(log_of(client, admin, r.id)), r) for r in rows)
-    for (_, before), (_, after) in zip(runs, runs[1:]):
+    runs = sorted(rows, key=lambda r: r.started_at)
+    for before, after in zip(runs, runs[1:]):
         assert after.started_at >= before.completed_at - timedelta(milliseconds=5), (before, after)
 
 
 def test_a_window_does_not_make_long_runs_wait_for_each_other(app, client, admin, processes):
-    # Given a worker whose groups start one run at a time, and three runs of 2 s each
+    # Given a worker whose groups start one run at a time
     processes.worker(RUN_GROUP_WINDOW=1)
-    job_ids = [create_job(client, admin, f"long-{n}", script="sleep 2; echo done") for n in range(3)]
-    ids = queue_executions(app, job_ids)
-    # When they are sent as one group message
-    send_group(app, ids)
-    rows = wait_for(all_final(app, ids), timeout=60, message="the group's runs")
+    # When three runs of 2 s each are sent as one group message
+    rows = run_one_group(app, client, admin, "long", "sleep 2; echo done", 3)
     # Then they ran side by side: a run counts as starting only for its first moments (50 ms), so
     # the next one started long before the first ended
-    assert all(r.status == "success" for r in rows)
     starts = sorted(r.started_at for r in rows)
     ends = sorted(r.completed_at for r in rows)
     assert starts[-1] < ends[0], (starts, ends)

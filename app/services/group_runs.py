@@ -249,7 +249,7 @@ class GroupRun:
                 self.last_heartbeat = time.monotonic()
             self._start_pending()
             if self.loop.active:
-                ended = self.loop.run_pass(max_wait=self._until_room())
+                ended = self.loop.run_pass(max_wait=self._longest_wait())
                 if ended and not self.ended:
                     self.first_ended = time.monotonic()
                 self.ended += [(self.by_supervision.pop(supervision), result) for supervision, result in ended]
@@ -261,15 +261,18 @@ class GroupRun:
         ended, self.ended = self.ended, []
         self._record(ended)
 
-    def _until_room(self) -> float | None:
-        """How long the loop may wait before the window has room for a pending member (None:
-        no member waits for room, or the room comes with an exit, which wakes the loop)."""
-        if not self.pending:
-            return None
-        starting = self.loop.starting(self.settle)
-        if len(starting) < self.window:
-            return 0.0
-        return min(supervision.spawned for supervision in starting) + self.settle - time.monotonic()
+    def _longest_wait(self) -> float | None:
+        """How long the loop may wait for output or an exit before it must act: start a pending
+        member once the window has room, or record the runs that ended (None: no limit; an exit
+        wakes the loop by itself)."""
+        waits = []
+        if self.ended:
+            waits.append(self.first_ended + RECORD_AFTER_SECONDS - time.monotonic())
+        if self.pending:
+            starting = self.loop.starting(self.settle)
+            waits.append(0.0 if len(starting) < self.window else
+                         min(supervision.spawned for supervision in starting) + self.settle - time.monotonic())
+        return min(waits) if waits else None
 
     def _heartbeat(self, members: list[GroupMember]) -> None:
         """One statement for every live run; a run whose claim is gone is stopped at its next step.
