@@ -105,6 +105,36 @@ def test_working_directory_is_removed_after_the_run(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_run_leaves_no_descriptor_open_alone_or_in_a_loop(tmp_path):
+    # Given the worker's open file descriptors, and runs that exit while a child of theirs still
+    # holds their output open (a straggler: the run's pidfd, not its pipes, tells the loop it exited)
+    from app.executors.supervision import SupervisionLoop
+
+    executor = LocalExecutor(python=CONFIG["PYTHON"], bash="/bin/bash", run_dir=str(tmp_path))
+    script = "echo hi; sleep 30 & exit 3"
+    before = open_fds()
+    # When one runs alone, and three run together in one supervision loop (a group)
+    alone = executor.run(RunSpec(execution_id="alone", job_type="bash", script=script, timeout_seconds=10),
+                         output=lambda *_: None, tick=lambda: True)
+    loop, results = SupervisionLoop(), []
+    for n in range(3):
+        workdir = executor.new_workdir(RunSpec(execution_id=f"loop-{n}", job_type="bash", timeout_seconds=10))
+        loop.add(executor.start(workdir, RunSpec(execution_id=f"loop-{n}", job_type="bash", script=script,
+                                                 timeout_seconds=10), output=lambda *_: None, tick=lambda: True))
+    deadline = time.monotonic() + 20
+    while loop.active and time.monotonic() < deadline:
+        results += [result for _, result in loop.run_pass()]
+    loop.close()
+    # Then every run ended with its own exit code, its straggler killed with it…
+    assert alone.exit_code == 3 and [r.exit_code for r in results] == [3, 3, 3]
+    # …and none left a pipe or a pidfd open behind it
+    assert open_fds() == before
+
+
 def run_spec(spec: RunSpec, **executor_options):
     executor = LocalExecutor(python=CONFIG["PYTHON"], bash="/bin/bash", kill_grace_seconds=1, **executor_options)
     output: list[tuple[str, str]] = []
