@@ -24,6 +24,14 @@ RUN_EXECUTION = "run_execution"
 #: at one instant).  Its actor has a lower priority, so a worker takes any waiting run of the
 #: ordinary lane first: a burst is worked through without holding up the other jobs' runs.
 EXECUTIONS_BULK_QUEUE = "executions_bulk"
+RUN_EXECUTION_BULK = "run_execution_bulk"
+#: A group message of the bulk lane: up to ``RUN_GROUP_SIZE`` executions that one worker thread
+#: claims in one statement, supervises in one loop and records in batches (``group_runs``).
+RUN_EXECUTION_GROUP = "run_execution_group"
+#: Every queue of job runs (what workers consume, what the sweeper and the metrics look at).
+RUN_QUEUES = (EXECUTIONS_QUEUE, EXECUTIONS_BULK_QUEUE)
+NOTIFICATIONS_QUEUE = "notifications"
+DELIVER_NOTIFICATION = "deliver_notification"
 #: A worker process runs the bulk lane on threads of its own, on top of its ``WORKER_THREADS``:
 #: half as many (at least one), taken by no more than as many bulk messages (a group holds its
 #: thread for all its runs).  So a burst never takes a thread from the ordinary lane, whose staged
@@ -34,14 +42,6 @@ BULK_LANE_THREAD_DIVISOR = 2
 def bulk_lane_threads(worker_threads: int) -> int:
     """The threads a worker process adds for the bulk lane to its ``worker_threads``."""
     return max(worker_threads // BULK_LANE_THREAD_DIVISOR, 1)
-RUN_EXECUTION_BULK = "run_execution_bulk"
-#: A group message of the bulk lane: up to ``RUN_GROUP_SIZE`` executions that one worker thread
-#: claims in one statement, supervises in one loop and records in batches (``group_runs``).
-RUN_EXECUTION_GROUP = "run_execution_group"
-#: Every queue of job runs (what workers consume, what the sweeper and the metrics look at).
-RUN_QUEUES = (EXECUTIONS_QUEUE, EXECUTIONS_BULK_QUEUE)
-NOTIFICATIONS_QUEUE = "notifications"
-DELIVER_NOTIFICATION = "deliver_notification"
 
 
 def run_execution_sender() -> Callable[..., None]:
