@@ -12,32 +12,39 @@ commit and the send).
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping, Optional
 from uuid import uuid4
 
 import dramatiq
+import redis
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
+
+from app.tasks.doorbell import Doorbell, DoorbellConsumer, channel
+
+logger = logging.getLogger(__name__)
 
 #: The message option naming what a message is about; the prefix of its Redis id.
 KEY_OPTION = "jobplane_key"
 
 
 #: The Dramatiq worker timeout of Jobplane's Redis workers: how often an idle worker thread wakes
-#: (to notice a shutdown); their consumers poll at ``WORKER_POLL_MS`` regardless (``poll_ms``).
+#: (to notice a shutdown); their consumers wait for their doorbell regardless (``doorbell``).
 THREAD_WAKE_MS = 1000
 
 
 class KeyedRedisBroker(RedisBroker):
-    """A ``RedisBroker`` whose Redis message ids start with the message's ``jobplane_key``.
+    """A ``RedisBroker`` whose Redis message ids start with the message's ``jobplane_key``, and
+    whose idle consumers wait for a doorbell instead of polling (``app.tasks.doorbell``): each
+    message put in a queue rings it.
 
-    ``poll_ms``, ``poll_ms_by_queue``: the longest pause between two polls of an idle consumer
-    (of these queues), instead of the Dramatiq worker's timeout (Dramatiq polls Redis; its
-    consumers back off up to that pause while a queue stays empty, and start again from a few ms
-    once a message came).  The worker's timeout then only sets how often its idle threads wake to
-    check for a shutdown (``THREAD_WAKE_MS``): at the 10 ms a consumer needs, every idle thread
-    took the GIL a hundred times a second from the threads running a burst.
+    ``poll_ms``, ``poll_ms_by_queue``: how often an idle consumer (of these queues) polls while its
+    doorbell is not connected, instead of the Dramatiq worker's timeout.  The worker's timeout then
+    only sets how often its idle threads wake to check for a shutdown (``THREAD_WAKE_MS``): at the
+    10 ms a consumer needs, every idle thread took the GIL a hundred times a second from the
+    threads running a burst.
 
     ``prefetch_divisors``: a worker process holds at most 1/N as many messages of such a queue
     as of the others (at least one).  A message occupies a worker thread from the moment a thread
@@ -48,6 +55,7 @@ class KeyedRedisBroker(RedisBroker):
     def __init__(self, *, poll_ms: int | None = None, poll_ms_by_queue: Mapping[str, int] | None = None,
                  prefetch_divisors: Mapping[str, int] | None = None, **options):
         super().__init__(**options)
+        self.doorbell = Doorbell(self.client, self.namespace)
         self.poll_ms = poll_ms
         self.poll_ms_by_queue = dict(poll_ms_by_queue or {})
         self.prefetch_divisors = dict(prefetch_divisors or {})
@@ -56,7 +64,15 @@ class KeyedRedisBroker(RedisBroker):
         if queue_name in self.prefetch_divisors:
             prefetch = max(prefetch // self.prefetch_divisors[queue_name], 1)
         poll_ms = self.poll_ms_by_queue.get(queue_name, self.poll_ms if self.poll_ms is not None else timeout)
-        return super().consume(queue_name, prefetch, poll_ms)
+        return DoorbellConsumer(self, queue_name, prefetch, poll_ms, doorbell=self.doorbell)
+
+    def ring(self, queue_name: str) -> None:
+        """Wake the idle consumers of ``queue_name``: a message may be waiting there.  A ring that
+        fails is not an error: the consumers poll at least every ``RING_WAIT_MS``."""
+        try:
+            self.client.publish(channel(self.namespace, queue_name), b"")
+        except redis.RedisError as exc:
+            logger.debug("doorbell of %s not rung: %s", queue_name, exc)
 
     def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
         # RedisBroker.enqueue, but for the id: it draws a bare uuid4, unconditionally.
@@ -69,6 +85,7 @@ class KeyedRedisBroker(RedisBroker):
             message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
         self.emit_before("enqueue", message, delay)
         self.do_enqueue(queue_name, redis_message_id, message.encode())
+        self.ring(queue_name)
         self.emit_after("enqueue", message, delay)
         return message
 
