@@ -114,12 +114,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Dramatiq threads per worker process: how many jobs one process runs at once (a burst's group "
             "runs get half as many threads more, of their own)"),
     Setting("WORKER_POLL_MS", 10, _parse_int,
-            "longest pause of an idle Dramatiq consumer between queue polls, in ms (Dramatiq's 1000 "
-            "adds up to a second of fire lag; 100 adds up to 100 ms). The idle threads of `jobplane worker` "
-            "wake once a second whatever this is; in standalone mode they wake this often"),
+            "longest pause of an idle Dramatiq consumer between queue polls, in ms, while its Redis doorbell "
+            "is not connected (connected, a message wakes it at once, and it polls once a second as a safety "
+            "net). In standalone mode (no Redis), how often the idle queue threads look for work"),
     Setting("BACKGROUND_POLL_MS", 100, _parse_int,
             "the same for the queues whose messages can wait that long: the bulk lane (bursts), its delayed "
-            "messages and notifications (an idle consumer polling every 10 ms costs about 5 % of a core)"),
+            "messages and notifications"),
     Setting("QUEUE_NAMESPACE", "jobplane", _parse_str, "prefix of Jobplane's keys in Redis"),
     Setting("SCHEDULER_LOCK_ID", 7_402_118, _parse_int,
             "PostgreSQL advisory lock key the scheduler replicas compete for"),
@@ -166,7 +166,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PYTHON", None, _parse_str, "Python 3 interpreter for python jobs (a real binary, not a shim)"),
     Setting("BASH", "/bin/bash", _parse_str, "Bash for bash jobs"),
     Setting("RUN_DIR", None, _parse_str,
-            "where working directories of runs are created (default: a temporary directory)"),
+            "a directory on this machine for the runs' working directories (for jobs writing large files). "
+            "Default: a sandboxed run's is a tmpfs of its sandbox (in memory, like its /tmp); an unsandboxed "
+            "run's, or a Git script's, a directory in the system's temp dir"),
     Setting("GIT_TIMEOUT_SECONDS", 120.0, _parse_float, "longest a Git fetch of a job's script may take"),
     Setting("GIT_ALLOW_LOCAL", False, _parse_bool,
             "allow script_url to be a path or file:// URL on the worker (off: it could read any repository there)"),

@@ -13,7 +13,8 @@ What it measures
 
     Direct baseline: the same number of the very processes Jobplane's LocalExecutor starts for
     such a job (script ``true``): ``prlimit <the job's default limits> -- bwrap ... bash
-    script.sh``, pinned to the job's default 1 CPU as the executor pins it, spawned by a pool of
+    script.sh``, /work a tmpfs of the sandbox into which bwrap copies the script from a memfd
+    (the executor's default), pinned to the job's default 1 CPU as the executor pins it, spawned by a pool of
     as many threads as the Jobplane worker has in all (``--worker-processes`` x
     ``--worker-threads``), each thread waiting for its process before spawning the next,
     stdout/stderr piped.  Its figure is the time from the pool's start until the last spawn
@@ -44,15 +45,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,13 +73,8 @@ def direct_spawns(count: int, parallel: int, *, limits: bool = True) -> dict:
     from app.executors.base import ResourceLimits
     from app.executors.local import _outside_usr
 
-    workdir = tempfile.mkdtemp(prefix="jobplane-bench-direct-")
-    Path(workdir, "script.sh").write_text(SCRIPT)
-    argv = sandbox.wrap([BASH, "script.sh"], workdir=workdir,
-                        extra_read_only=_outside_usr(os.path.realpath(sys.executable), BASH))
+    extra_read_only = _outside_usr(os.path.realpath(sys.executable), BASH)
     job_limits = ResourceLimits()  # a job's defaults, as the burst's jobs have
-    if limits:
-        argv = run_limits.wrap(argv, job_limits)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": sandbox.SANDBOX_WORKDIR, "LANG": "C.UTF-8"}
     spawn_times: list[float] = []
     failures = [0]
@@ -89,9 +82,20 @@ def direct_spawns(count: int, parallel: int, *, limits: bool = True) -> dict:
 
     def one(n):
         spawned = time.time()
-        with run_limits.pinned(run_limits.cpu_set(job_limits.cpus, f"direct-{n}") if limits else None):
-            process = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+        # as the executor does by default: /work a tmpfs of the sandbox, the script copied in from a memfd
+        script_fd = os.memfd_create("script.sh")
+        os.pwrite(script_fd, SCRIPT.encode(), 0)
+        argv = sandbox.wrap([BASH, "script.sh"], workdir=None, files={"script.sh": script_fd},
+                            extra_read_only=extra_read_only)
+        if limits:
+            argv = run_limits.wrap(argv, job_limits)
+        try:
+            with run_limits.pinned(run_limits.cpu_set(job_limits.cpus, f"direct-{n}") if limits else None):
+                process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+                                           pass_fds=(script_fd,))
+        finally:
+            os.close(script_fd)
         process.communicate()
         with lock:
             spawn_times.append(spawned)
@@ -99,13 +103,10 @@ def direct_spawns(count: int, parallel: int, *, limits: bool = True) -> dict:
                 failures[0] += 1
 
     monitor = common.CpuMonitor().start()
-    try:
-        start = time.time()
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            list(pool.map(one, range(count)))
-        end = time.time()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    start = time.time()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, range(count)))
+    end = time.time()
     spawn_times.sort()
     return {"count": count, "parallel": parallel, "limits": limits, "failures": failures[0],
             "all_started_s": round(spawn_times[-1] - start, 3),

@@ -54,7 +54,6 @@ def settings(database_url, redis_url, tmp_path) -> dict:
         "REDIS_URL": redis_url,
         "SECRET_KEY": "test-secret-key",
         "QUEUE_NAMESPACE": f"jobplane-test-{uuid.uuid4().hex[:8]}",
-        "RUN_DIR": str(tmp_path / "runs"),
         "LOG_LEVEL": "INFO",
     }
 

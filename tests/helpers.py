@@ -28,16 +28,20 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
 
 
 def processes_with(marker: str) -> list[int]:
-    """Pids of the processes on this machine whose command line contains ``marker``."""
+    """Pids of the processes on this machine whose command line or environment contains
+    ``marker`` (a run's processes have its execution id in their environment:
+    ``JOBPLANE_EXECUTION_ID``)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if marker.encode() in handle.read():
-                        found.append(int(entry))
-            except OSError:
-                pass
+            for part in ("cmdline", "environ"):
+                try:
+                    with open(f"/proc/{entry}/{part}", "rb") as handle:
+                        if marker.encode() in handle.read():
+                            found.append(int(entry))
+                            break
+                except OSError:
+                    pass
     return found
 
 

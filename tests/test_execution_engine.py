@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import random
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -195,9 +196,10 @@ def test_a_secret_never_reaches_the_log_the_live_channel_or_the_api(app, client,
     assert stored and all(form not in stored for form in forms)
 
 
-def test_the_sandbox_hides_jobplane_and_other_runs(app, client, admin, processes, settings):
-    processes.worker()
-    run_dir = settings["RUN_DIR"]
+def test_the_sandbox_hides_jobplane_and_other_runs(app, client, admin, processes, tmp_path):
+    # Given runs whose working directories are directories of the machine (JOBPLANE_RUN_DIR set)
+    run_dir = str(tmp_path / "runs")
+    processes.worker(RUN_DIR=run_dir)
     neighbour = create_job(client, admin, script="echo neighbour-data > mine.txt; sleep 6")
     client.post(f"/api/v1/jobs/{neighbour}/run", headers=admin)
     wait_for(lambda: [p for p in Path(run_dir).glob("run-*/mine.txt")], timeout=20, message="the neighbour")
@@ -215,6 +217,34 @@ def test_the_sandbox_hides_jobplane_and_other_runs(app, client, admin, processes
     assert "runs visible: []" in logs["logs"]
     assert "db url: None" in logs["logs"]
     assert logs["sandboxed"] is True and logs["peak_memory_kb"] > 0 and logs["cpu_seconds"] is not None
+
+
+def test_by_default_a_run_works_in_a_directory_of_its_sandbox_only(app, client, admin, processes):
+    # Given a worker with Jobplane's default (no JOBPLANE_RUN_DIR) and a neighbour run writing a file
+    # in its working directory
+    processes.worker()
+    neighbour = create_job(client, admin, script="echo neighbour-data > mine.txt; sleep 6")
+    neighbour_run = client.post(f"/api/v1/jobs/{neighbour}/run", headers=admin).json["id"]
+    wait_for(lambda: _status(app, neighbour_run) == "running", timeout=20, message="the neighbour")
+    host_dirs = set(Path(tempfile.gettempdir()).glob("run-*"))
+    # When a probe lists its working directory, writes there, and looks for the neighbour's file
+    probe = create_job(client, admin, script="\n".join([
+        "echo \"cwd: $(pwd) files: $(ls)\"",
+        "echo probe-data > out.txt && echo \"wrote: $(cat out.txt)\"",
+        "echo \"neighbour visible: $(find / -path /proc -prune -o -path /usr -prune -o -name mine.txt -print "
+        "2>/dev/null | wc -l)\"",
+        "echo \"on: $(awk '$2 == \"/work\" {print $3}' /proc/mounts)\"",
+    ]))
+    execution_id = client.post(f"/api/v1/jobs/{probe}/run", headers=admin).json["id"]
+    wait_for(lambda: _status(app, execution_id) == "success", timeout=30, message="the probe")
+    logs = client.get(f"/api/v1/executions/{execution_id}", headers=admin).json["logs"]
+    # Then it works in /work, a tmpfs of its own holding its script, writable, and sees no other run's
+    assert "cwd: /work files: script.sh" in logs
+    assert "wrote: probe-data" in logs
+    assert "neighbour visible: 0" in logs
+    assert "on: tmpfs" in logs
+    # …and no working directory was made on the machine for either run
+    assert set(Path(tempfile.gettempdir()).glob("run-*")) == host_dirs
 
 
 def _status(app, execution_id):

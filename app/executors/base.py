@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Protocol
@@ -62,3 +63,10 @@ class RunResult:
 
 class Executor(Protocol):
     def run(self, spec: RunSpec, *, output: OutputSink, tick: Tick) -> RunResult: ...
+
+
+def remove_workdir(workdir: str | None) -> None:
+    """Remove a run's working directory on this machine (``LocalExecutor.new_workdir``'s; None: the
+    run had one only in its sandbox)."""
+    if workdir is not None:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import subprocess
 import time
 from datetime import datetime, timezone
 
-from app.executors.base import OutputSink, RunResult, RunSpec, Tick
+from app.executors.base import OutputSink, RunResult, RunSpec, Tick, remove_workdir
 from app.executors.supervision import Supervision
 
 #: The launcher's code: ``sys.argv[1:]`` is the job's command (interpreter and script).
@@ -58,14 +57,15 @@ class StagedProcess:
 
     Parameters:
       process: the launcher's process (stdin: the release pipe; stdout, stderr: the run's).
-      workdir: the run's working directory, removed when the run ends or is discarded.
+      workdir: the run's working directory on this machine (None: it has one only in its
+        sandbox), removed when the run ends or is discarded.
       spec: the run.
       sandboxed: whether the process runs under bubblewrap.
       notices: system lines for the run's log (e.g. "no sandbox"), written at the release.
       grace: between SIGTERM and SIGKILL when the run must stop.
     """
 
-    def __init__(self, process: subprocess.Popen, *, workdir: str, spec: RunSpec, sandboxed: bool,
+    def __init__(self, process: subprocess.Popen, *, workdir: str | None, spec: RunSpec, sandboxed: bool,
                  notices: list[str], grace: float):
         self.process = process
         self.workdir = workdir
@@ -102,7 +102,7 @@ class StagedProcess:
             return Supervision(self.process, self.spec, output, tick, self.grace, self.sandboxed,
                                self.started).wait()
         finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            remove_workdir(self.workdir)
 
     def discard(self) -> None:
         """Stop the launcher without running the job's code, and remove the working directory."""
@@ -117,4 +117,4 @@ class StagedProcess:
         self.process.wait()
         self.process.stdout.close()
         self.process.stderr.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        remove_workdir(self.workdir)

@@ -82,8 +82,11 @@ _PRLIMIT = shutil.which("prlimit")
 
 
 def _load_sched_getcpu():
+    # PyDLL: called with the GIL held.  A CDLL call releases the GIL and takes it back, and the
+    # thread, woken on whichever CPU is free, was then often no longer on the CPU it had read: the
+    # pinning that follows moved it back, waiting for that busy CPU while holding the GIL.
     try:
-        function = ctypes.CDLL(None, use_errno=True).sched_getcpu
+        function = ctypes.PyDLL(None, use_errno=True).sched_getcpu
     except (AttributeError, OSError):  # not glibc/musl: fall back to the execution id
         return None
     function.restype, function.argtypes = ctypes.c_int, []

@@ -1,9 +1,10 @@
 """Wrapping a run's command in bubblewrap: a private view of the system for each run.
 
 The run sees a read-only /usr (and the few /etc files programs need), a private /tmp, its own
-working directory at /work, fresh PID/IPC/UTS/network namespaces (the network is shared unless
-the job switches it off) and no view of Jobplane's files.  The script runs as the first process
-of its PID namespace: when it dies the kernel kills everything else in the namespace, so no
+working directory at /work (a private tmpfs, or a directory of the machine's), fresh
+PID/IPC/UTS/network namespaces (the network is shared unless the job switches it off) and no view
+of Jobplane's files.  The script runs as the first process of its PID namespace: when it dies the
+kernel kills everything else in the namespace, so no
 process of a run can outlive it.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Mapping
 
 #: Host paths bound read-only when present, for programs to work (TLS roots, name resolution…).
 _READ_ONLY = ("/usr", "/etc/ssl", "/etc/ca-certificates", "/etc/resolv.conf", "/etc/hosts",
@@ -27,10 +29,15 @@ def bubblewrap() -> str | None:
     return shutil.which("bwrap")
 
 
-def wrap(argv: list[str], *, workdir: str, network: bool = True,
+def wrap(argv: list[str], *, workdir: str | None, files: Mapping[str, int] | None = None, network: bool = True,
          extra_read_only: tuple[str, ...] = (), bwrap: str | None = None) -> list[str]:
-    """The bubblewrap command line running ``argv`` inside ``workdir`` (seen as /work); ``bwrap``:
-    its binary, if the caller has looked it up already."""
+    """The bubblewrap command line running ``argv`` in /work; ``bwrap``: its binary, if the caller
+    has looked it up already.
+
+    ``workdir``: the directory on this machine seen as /work; None: /work is a tmpfs of the sandbox
+    (in memory, like its /tmp: nothing on the machine's disk to create or remove, gone with the
+    sandbox), holding ``files`` (a name in /work -> a file descriptor bubblewrap copies it from,
+    which the command must inherit)."""
     bwrap = bwrap or bubblewrap()
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed; install it (apt-get install "
@@ -51,6 +58,11 @@ def wrap(argv: list[str], *, workdir: str, network: bool = True,
             command += ["--symlink", f"usr/{name}", f"/{name}"]
         else:
             command += ["--ro-bind", f"/{name}", f"/{name}"]
-    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                "--bind", workdir, SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR, "--"]
-    return command + argv
+    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    if workdir is None:
+        command += ["--tmpfs", SANDBOX_WORKDIR]
+        for name, fd in (files or {}).items():
+            command += ["--file", str(fd), f"{SANDBOX_WORKDIR}/{name}"]
+    else:
+        command += ["--bind", workdir, SANDBOX_WORKDIR]
+    return command + ["--chdir", SANDBOX_WORKDIR, "--"] + argv

@@ -29,7 +29,6 @@ not started yet) are declared lost by the sweeper and retried.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from uuid import UUID
 from flask import current_app
 
 from app.errors import JobplaneError
-from app.executors.base import Executor, RunResult
+from app.executors.base import Executor, RunResult, remove_workdir
 from app.executors.supervision import Supervision, SupervisionLoop
 from app.extensions import db
 from app.models.base import utcnow
@@ -295,9 +294,8 @@ class GroupRun:
         finishing = []
         for member, result in ended:
             member.writer.flush(final=True)
-            if member.workdir is not None:
-                shutil.rmtree(member.workdir, ignore_errors=True)
-                member.workdir = None
+            remove_workdir(member.workdir)
+            member.workdir = None
             member.supervision = None
             if result.status == "cancelled":
                 # The claim was revoked (cancelled, replaced, declared lost): the row is not ours to write.
@@ -371,6 +369,5 @@ class GroupRun:
                 except Exception:
                     logger.exception("execution %s: could not reap its process", member.claim.execution_id)
                 member.supervision = None
-            if member.workdir is not None:
-                shutil.rmtree(member.workdir, ignore_errors=True)
-                member.workdir = None
+            remove_workdir(member.workdir)
+            member.workdir = None
