@@ -558,7 +558,8 @@ class JobplaneBench:
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"jobplane-{name}-"))
         self.settings = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
                          "SECRET_KEY": "bench-secret-key", "ENV": "test", "QUEUE_NAMESPACE": self.namespace,
-                         "RUN_DIR": str(self.work_dir / "runs"), "LOG_LEVEL": log_level,
+                         # no RUN_DIR: runs' working directories where Jobplane puts them by default
+                         "LOG_LEVEL": log_level,
                          "SCHEDULER_LOCK_ID": SCHEDULER_LOCK_ID,
                          # benches drive the API as fast as they can: the per-user limit would throttle them
                          "API_RATE_LIMIT": "1000000 per minute", **settings}
