@@ -155,3 +155,13 @@ def test_the_doorbell_subscriber_comes_back_after_redis_drops_it(doorbell_worker
     # Then a message sent afterwards still wakes the idle consumer at once
     record.send("after")
     _wait_until(lambda: handled == ["after"], "the message runs")
+
+
+def test_a_send_still_rings_after_redis_forgot_its_scripts(doorbell_worker, redis_url):
+    broker, handled, start = doorbell_worker
+    record = start()
+    # When Redis forgets its Lua scripts (as after a restart) and a message is sent
+    redis.Redis.from_url(redis_url).script_flush()
+    record.send("after flush")
+    # Then the send loads the script again, and its ring wakes the idle consumer at once
+    _wait_until(lambda: handled == ["after flush"], "the message runs")
