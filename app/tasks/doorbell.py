@@ -59,6 +59,7 @@ class Doorbell:
         self.namespace = namespace
         self.prefix = channel(namespace, "")
         self.connected = False
+        self.pubsub = None  # the current subscription (its own Redis connection)
         self._listeners: dict[str, set[threading.Event]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -86,13 +87,17 @@ class Doorbell:
             return False
 
     def _run(self) -> None:
-        while self._listening():
-            pubsub = self.client.pubsub()
+        """Subscribe, wake consumers on each ring, reconnect after an error; return (the thread
+        ends) once ``_listening`` says nobody listens: it has then let another thread start."""
+        while True:
+            self.pubsub = pubsub = self.client.pubsub()
             try:
                 self._subscribe(pubsub)
                 self.connected = True
                 self.wake_all()  # a ring may have been missed while no subscription held
-                while self._listening():
+                while True:
+                    if not self._listening():
+                        return
                     message = pubsub.get_message(timeout=RING_WAIT_MS / 1000)
                     if message is not None and message["type"] == "pmessage":
                         self._wake(message["channel"])
@@ -100,14 +105,16 @@ class Doorbell:
                 if self.connected:
                     logger.warning("doorbell subscriber lost Redis (%s); consumers poll until it is back", exc)
             finally:
-                self.connected = False
+                if self._thread in (None, threading.current_thread()):  # not a successor's state
+                    self.connected = False
                 self.wake_all()
                 try:
                     pubsub.close()
                 except (redis.RedisError, OSError):
                     pass
-            if self._listening():
-                time.sleep(_RECONNECT_SECONDS)
+            if not self._listening():
+                return
+            time.sleep(_RECONNECT_SECONDS)
 
     def _subscribe(self, pubsub) -> None:
         """Subscribe to every doorbell channel of the namespace, and wait until Redis confirms it:
@@ -191,17 +198,16 @@ class DoorbellConsumer(_RedisConsumer):
         self.wake.wait(wait_ms / 1000)
 
     def ack(self, message):
-        full = self.outstanding_message_count >= self.prefetch
-        try:
-            super().ack(message)
-        finally:
-            if full:
-                self.wake.set()  # a thread is free: fetch again
+        self._settle(super().ack, message)
 
     def nack(self, message):
+        self._settle(super().nack, message)
+
+    def _settle(self, settle, message) -> None:
+        """Ack or nack ``message``; if the consumer was full, a thread is now free: wake it to fetch."""
         full = self.outstanding_message_count >= self.prefetch
         try:
-            super().nack(message)
+            settle(message)
         finally:
             if full:
                 self.wake.set()
