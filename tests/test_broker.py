@@ -167,3 +167,23 @@ def test_a_send_still_rings_after_redis_forgot_its_scripts(doorbell_worker, redi
     record.send("after flush")
     # Then the send loads the script again, and its ring wakes the idle consumer at once
     _wait_until(lambda: handled == ["after flush"], "the message runs")
+
+
+def test_the_doorbell_subscriber_survives_an_unexpected_error(doorbell_worker, monkeypatch):
+    broker, handled, start = doorbell_worker
+    # Given a subscriber whose first subscription fails with an error that is not Redis's
+    subscribe, failures = doorbell.Doorbell._subscribe, []
+
+    def failing_once(self, pubsub):
+        if not failures:
+            failures.append(1)
+            raise ValueError("an unexpected error")
+        return subscribe(self, pubsub)
+
+    monkeypatch.setattr(doorbell.Doorbell, "_subscribe", failing_once)
+    # When the worker starts (it waits for the doorbell to connect) and a message is sent
+    record = start()
+    record.send("after the error")
+    # Then the subscriber subscribed again, and the ring wakes the idle consumer at once
+    assert failures == [1]
+    _wait_until(lambda: handled == ["after the error"], "the message runs")

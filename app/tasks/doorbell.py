@@ -104,6 +104,8 @@ class Doorbell:
             except (redis.RedisError, OSError) as exc:
                 if self.connected:
                     logger.warning("doorbell subscriber lost Redis (%s); consumers poll until it is back", exc)
+            except Exception:  # never let the thread die: consumers would poll from then on
+                logger.exception("doorbell subscriber failed; it subscribes again")
             finally:
                 if self._thread in (None, threading.current_thread()):  # not a successor's state
                     self.connected = False
@@ -122,7 +124,7 @@ class Doorbell:
         pubsub.psubscribe(_glob_escape(self.prefix) + "*")
         deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=deadline - time.monotonic())
+            message = pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.0))
             if message is not None and message["type"] == "psubscribe":
                 return
         raise redis.TimeoutError("Redis did not confirm the doorbell subscription")
