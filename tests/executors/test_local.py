@@ -109,12 +109,14 @@ def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def test_a_run_leaves_no_descriptor_open_alone_or_in_a_loop(tmp_path):
+@pytest.mark.parametrize("on_disk", [False, True], ids=["sandbox-tmpfs-workdir", "run-dir-workdir"])
+def test_a_run_leaves_no_descriptor_open_alone_or_in_a_loop(tmp_path, on_disk):
     # Given the worker's open file descriptors, and runs that exit while a child of theirs still
-    # holds their output open (a straggler: the run's pidfd, not its pipes, tells the loop it exited)
+    # holds their output open (a straggler: the run's pidfd, not its pipes, tells the loop it exited),
+    # their working directory in their sandbox (the script passed in a memfd) or on disk
     from app.executors.supervision import SupervisionLoop
 
-    executor = LocalExecutor(python=CONFIG["PYTHON"], bash="/bin/bash", run_dir=str(tmp_path))
+    executor = LocalExecutor(python=CONFIG["PYTHON"], bash="/bin/bash", run_dir=str(tmp_path) if on_disk else None)
     script = "echo hi; sleep 30 & exit 3"
     before = open_fds()
     # When one runs alone, and three run together in one supervision loop (a group)
